@@ -1,0 +1,270 @@
+"""vLLM glue: the LessIsMore attention backend (Backend = static facts, Builder = per-step metadata in fixed
+buffers, Impl = forward), following vllm/v1/attention/backends/triton_attn.py.
+
+Dense work (prefill, dense layers, a selection layer's own output) goes to vLLM's own backend, wrapped on GPU
+and the pure-PyTorch reference on CPU. Selection layers write each decode row's token set into the builder's
+buffers; sparse layers read only those tokens through the block table.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from vllm.v1.attention.backend import (
+    AttentionBackend,
+    AttentionCGSupport,
+    AttentionImpl,
+    AttentionMetadataBuilder,
+    AttentionType,
+)
+
+from lessismore_vllm import compat, trace
+from lessismore_vllm.config import LayerRole, LessIsMoreConfig, from_vllm_config
+from lessismore_vllm.reference import attend, decode_logits, gather_kv, write_kv
+from lessismore_vllm.selection import select_tokens
+
+logger = logging.getLogger("vllm.lessismore")
+_announced = False  # one "LessIsMore active:" line per worker process
+
+
+class LessIsMoreBackend(AttentionBackend):
+    supported_dtypes: ClassVar[list[torch.dtype]] = [torch.float16, torch.bfloat16, torch.float32]
+    supported_kv_cache_dtypes: ClassVar[list[str]] = ["auto", "float16", "bfloat16"]
+    forward_includes_kv_cache_update: bool = False
+
+    @staticmethod
+    def get_name() -> str:
+        return "CUSTOM"  # Attention.__init__ looks the name up in AttentionBackendEnum
+
+    @staticmethod
+    def get_impl_cls() -> type[LessIsMoreImpl]:
+        return LessIsMoreImpl
+
+    @staticmethod
+    def get_builder_cls() -> type[LessIsMoreMetadataBuilder]:
+        return LessIsMoreMetadataBuilder
+
+    @staticmethod
+    def get_supported_kernel_block_sizes(kv_cache_spec=None) -> list:
+        return [compat.multiple_of(16)]
+
+    @staticmethod
+    def get_kv_cache_shape(num_blocks, block_size, num_kv_heads, head_size, cache_dtype_str="auto"):
+        return compat.kv_cache_shape(num_blocks, block_size, num_kv_heads, head_size)
+
+    @staticmethod
+    def get_kv_cache_stride_order(include_num_layers_dimension: bool = False) -> tuple[int, ...]:
+        dense = compat.dense_backend_cls()
+        if dense is None:
+            raise NotImplementedError  # identity order; the CPU reference is stride-agnostic
+        return dense.get_kv_cache_stride_order(include_num_layers_dimension)
+
+    @classmethod
+    def supports_head_size(cls, head_size: int) -> bool:
+        return head_size % 16 == 0 and head_size <= 256
+
+    @classmethod
+    def supports_compute_capability(cls, capability) -> bool:
+        return capability >= (8, 0)
+
+    @staticmethod
+    def use_cascade_attention(*args, **kwargs) -> bool:
+        return False
+
+
+@dataclass
+class LessIsMoreMetadata:
+    num_actual_tokens: int
+    num_reqs: int
+    num_decodes: int  # decode rows come first (reorder_batch_threshold = 1)
+    num_decode_tokens: int
+    query_start_loc: torch.Tensor
+    query_start_loc_cpu: torch.Tensor
+    seq_lens: torch.Tensor
+    block_table: torch.Tensor
+    slot_mapping: torch.Tensor
+    positions: torch.Tensor  # builder buffer [max_num_seqs, width]: selected token positions per decode row
+    counts: torch.Tensor  # builder buffer [max_num_seqs]: valid entries of each row of `positions`
+    dense: Any = None  # the wrapped dense backend's metadata (GPU)
+
+
+class LessIsMoreMetadataBuilder(AttentionMetadataBuilder[LessIsMoreMetadata]):
+    # FULL graphs for single-token decode batches; mixed batches run piecewise (attention eager).
+    _cudagraph_support: ClassVar[AttentionCGSupport] = AttentionCGSupport.UNIFORM_SINGLE_TOKEN_DECODE
+
+    def __init__(self, kv_cache_spec, layer_names, vllm_config, device):
+        super().__init__(kv_cache_spec, layer_names, vllm_config, device)
+        self._init_reorder_batch_threshold(1)
+        self.config: LessIsMoreConfig = from_vllm_config(vllm_config)
+        dense_cls = compat.dense_backend_cls()
+        self.dense_builder = (
+            dense_cls.get_builder_cls()(kv_cache_spec, layer_names, vllm_config, device) if dense_cls else None
+        )
+        max_seqs = vllm_config.scheduler_config.max_num_seqs
+        width = min(self.config.budget, vllm_config.model_config.max_model_len)
+        self.positions = torch.zeros(max_seqs, width, dtype=torch.int32, device=device)
+        self.counts = torch.zeros(max_seqs, dtype=torch.int32, device=device)
+        for name, layer in compat.attention_layers(vllm_config, layer_names).items():
+            layer.impl.setup(self.config.role(compat.layer_index(name)), self.config)
+        global _announced
+        if not _announced:
+            _announced = True
+            dense_name = dense_cls.get_name() if dense_cls else "torch-reference"
+            logger.info("LessIsMore active: %s dense_backend=%s", self.config.summary(), dense_name)
+
+    def build(self, common_prefix_len: int, common_attn_metadata, fast_build: bool = False) -> LessIsMoreMetadata:
+        cm = common_attn_metadata
+        dense = self.dense_builder.build(common_prefix_len, cm, fast_build) if self.dense_builder else None
+        return self._wrap(cm, dense)
+
+    def build_for_cudagraph_capture(self, common_attn_metadata) -> LessIsMoreMetadata:
+        dense = self.dense_builder.build_for_cudagraph_capture(common_attn_metadata) if self.dense_builder else None
+        return self._wrap(common_attn_metadata, dense)
+
+    def _wrap(self, cm, dense) -> LessIsMoreMetadata:
+        num_decodes, num_decode_tokens = compat.split_decodes(cm)
+        return LessIsMoreMetadata(
+            num_actual_tokens=cm.num_actual_tokens,
+            num_reqs=cm.num_reqs,
+            num_decodes=num_decodes,
+            num_decode_tokens=num_decode_tokens,
+            query_start_loc=cm.query_start_loc,
+            query_start_loc_cpu=cm.query_start_loc_cpu,
+            seq_lens=cm.seq_lens,
+            block_table=cm.block_table_tensor,
+            slot_mapping=cm.slot_mapping,
+            positions=self.positions,
+            counts=self.counts,
+            dense=dense,
+        )
+
+
+class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
+    def __init__(
+        self,
+        num_heads: int,
+        head_size: int,
+        scale: float,
+        num_kv_heads: int | None = None,
+        alibi_slopes: list[float] | None = None,
+        sliding_window: int | None = None,
+        kv_cache_dtype: str = "auto",
+        logits_soft_cap: float | None = None,
+        attn_type: str = AttentionType.DECODER,
+        kv_sharing_target_layer_name: str | None = None,
+        **kwargs,
+    ) -> None:
+        unsupported = {
+            "ALiBi": alibi_slopes is not None,
+            "sliding-window attention": sliding_window is not None,
+            "logits soft-capping": bool(logits_soft_cap),
+            f"attention type {attn_type}": attn_type != AttentionType.DECODER,
+            f"kv_cache_dtype={kv_cache_dtype}": kv_cache_dtype not in ("auto", "float16", "bfloat16"),
+        }
+        bad = [k for k, v in unsupported.items() if v]
+        if bad:
+            raise NotImplementedError(
+                f"LessIsMore does not support {', '.join(bad)}; use a built-in attention backend for this model"
+            )
+        self.num_heads = num_heads
+        self.head_size = head_size
+        self.scale = float(scale)
+        self.num_kv_heads = num_kv_heads or num_heads
+        self.kv_cache_dtype = kv_cache_dtype
+        self.role = LayerRole.DENSE  # until the builder assigns roles
+        self.config: LessIsMoreConfig | None = None
+        dense_cls = compat.dense_backend_cls()
+        self.dense_impl = (
+            dense_cls.get_impl_cls()(
+                num_heads, head_size, scale, num_kv_heads, alibi_slopes, sliding_window, kv_cache_dtype,
+                logits_soft_cap, attn_type, kv_sharing_target_layer_name, **kwargs,
+            )
+            if dense_cls
+            else None
+        )
+
+    def setup(self, role: LayerRole, config: LessIsMoreConfig) -> None:
+        self.role, self.config = role, config
+
+    def do_kv_cache_update(self, layer, key, value, kv_cache, slot_mapping) -> None:
+        if self.dense_impl is not None:
+            self.dense_impl.do_kv_cache_update(layer, key, value, kv_cache, slot_mapping)
+        else:
+            write_kv(kv_cache, key, value, slot_mapping)
+
+    def forward(
+        self,
+        layer,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        kv_cache: torch.Tensor,
+        attn_metadata: LessIsMoreMetadata,
+        output: torch.Tensor,
+        output_scale: torch.Tensor | None = None,
+        output_block_scale: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if output_scale is not None or output_block_scale is not None:
+            raise NotImplementedError("LessIsMore does not support fused output quantization")
+        m = attn_metadata
+        if m is None:  # profiling / dummy run
+            return output
+        if self.dense_impl is None:
+            return self._forward_reference(layer, query, kv_cache, m, output)
+        return self._forward_gpu(layer, query, key, value, kv_cache, m, output)
+
+    # -- GPU: wrapped dense backend + Triton kernels ------------------------------------------------------------
+    def _forward_gpu(self, layer, query, key, value, kv_cache, m, output):
+        from lessismore_vllm import kernels
+
+        nd = m.num_decode_tokens
+        sparse_decode = self.role is LayerRole.SPARSE and nd > 0
+        if not sparse_decode or m.num_actual_tokens > nd:
+            # Mixed batches: dense over every row; the sparse kernel then overwrites the decode rows.
+            self.dense_impl.forward(layer, query, key, value, kv_cache, m.dense, output)
+        if nd == 0 or self.role is LayerRole.DENSE:
+            return output
+        cfg = self.config
+        if self.role is LayerRole.SELECT:
+            kernels.select(
+                query[:nd], kv_cache, m.block_table[:nd], m.seq_lens[:nd], self.scale,
+                cfg.budget, cfg.recency_ratio, cfg.sinks, m.positions, m.counts,
+            )
+        else:
+            kernels.sparse_decode(
+                query[:nd], kv_cache, m.block_table[:nd], m.positions[:nd], m.counts[:nd], self.scale, output[:nd]
+            )
+        return output
+
+    # -- CPU: the readable reference, one request at a time --------------------------------------------------
+    def _forward_reference(self, layer, query, kv_cache, m, output):
+        qsl = m.query_start_loc_cpu.tolist()
+        seq_lens = m.seq_lens.tolist()
+        cfg = self.config
+        for i in range(m.num_reqs):
+            a, b = qsl[i], qsl[i + 1]
+            L = seq_lens[i]
+            if b <= a or L == 0:
+                continue
+            q = query[a:b]
+            is_decode = i < m.num_decodes
+            if is_decode and self.role is LayerRole.SPARSE:
+                n = int(m.counts[i])
+                k, v = gather_kv(kv_cache, m.block_table[i], m.positions[i, :n])
+                output[a:b] = attend(q, k, v, self.scale).to(output.dtype)
+                if trace.PATH:
+                    trace.record(layer=layer.layer_name, role="sparse", row=i, seq_len=L, attended=n)
+                continue
+            k, v = gather_kv(kv_cache, m.block_table[i], torch.arange(L))
+            q_pos = torch.arange(L - (b - a), L)
+            output[a:b] = attend(q, k, v, self.scale, q_pos, torch.arange(L)).to(output.dtype)
+            if is_decode and self.role is LayerRole.SELECT:
+                chosen = select_tokens(decode_logits(q[0], k, self.scale), cfg.budget, cfg.recency_ratio, cfg.sinks)
+                m.positions[i, : chosen.numel()] = chosen.to(torch.int32)
+                m.counts[i] = chosen.numel()
+                if trace.PATH:
+                    trace.record(layer=layer.layer_name, role="selection", row=i, seq_len=L, selected=chosen.tolist())
+        return output

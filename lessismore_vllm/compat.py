@@ -1,0 +1,147 @@
+"""Everything that differs between vLLM 0.26 (GPU host) and 0.32/0.33 (CPU CI) lives here.
+
+See ../shared/design/vllm-integration.md sections 2, 3 and 8 for why each shim exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+logger = logging.getLogger("vllm.lessismore")
+
+BACKEND_PATH = "lessismore_vllm.backend.LessIsMoreBackend"
+SUPPORTED_VLLM = ((0, 26), (0, 33))  # inclusive minor-version range
+
+
+def vllm_version() -> tuple[int, int]:
+    import vllm
+
+    major, minor = (int(x) for x in vllm.__version__.split(".")[:2])
+    return major, minor
+
+
+def version_supported() -> bool:
+    lo, hi = SUPPORTED_VLLM
+    return lo <= vllm_version() <= hi
+
+
+def register_custom_backend() -> None:
+    """Put our backend in the CUSTOM slot and make the name LESSISMORE resolve to it.
+
+    A name-only alias survives the spawn pickling of the config; a new enum member (0.32's register_backend
+    with a string) does not (integration note section 2).
+    """
+    from vllm.v1.attention.backends.registry import AttentionBackendEnum, register_backend
+
+    register_backend(AttentionBackendEnum.CUSTOM, BACKEND_PATH)
+    AttentionBackendEnum._member_map_.setdefault("LESSISMORE", AttentionBackendEnum.CUSTOM)
+
+
+def is_our_backend(backend: Any) -> bool:
+    from vllm.v1.attention.backends.registry import AttentionBackendEnum
+
+    if backend != AttentionBackendEnum.CUSTOM:
+        return False
+    try:
+        return AttentionBackendEnum.CUSTOM.get_path() == BACKEND_PATH
+    except ValueError:
+        return False
+
+
+def patch_platform(validate_config) -> None:
+    """Two class-level patches of the current platform, both idempotent:
+
+    - CPU only: let CUSTOM through (CpuPlatform otherwise silently swaps in CPU_ATTN);
+    - all platforms: after the platform's own config checks, `validate_config(vllm_config)` runs in the front
+      end, so bad `lessismore` settings fail before any engine process starts.
+    """
+    from vllm.platforms import current_platform
+
+    cls = type(current_platform)
+    if getattr(cls, "_lessismore_patched", False):
+        return
+    if current_platform.is_cpu():
+        orig_get = cls.get_attn_backend_cls
+
+        def get_attn_backend_cls(klass, selected_backend, attn_selector_config, num_heads=None, **kw):
+            if is_our_backend(selected_backend):
+                return BACKEND_PATH
+            return orig_get(selected_backend, attn_selector_config, num_heads, **kw)
+
+        cls.get_attn_backend_cls = classmethod(get_attn_backend_cls)
+
+    orig_check = cls.check_and_update_config
+
+    def check_and_update_config(klass, vllm_config):
+        orig_check(vllm_config)
+        backend = getattr(getattr(vllm_config, "attention_config", None), "backend", None)
+        if getattr(vllm_config, "model_config", None) is not None and is_our_backend(backend):
+            validate_config(vllm_config)
+
+    cls.check_and_update_config = classmethod(check_and_update_config)
+    cls._lessismore_patched = True
+
+
+def dense_backend_cls():
+    """vLLM's backend that our impl wraps for dense work on GPU; None on CPU (pure-PyTorch reference there).
+
+    LESSISMORE_DENSE_BACKEND=FLASH_ATTN|TRITON_ATTN|auto. auto = FLASH_ATTN where it imports (FA3 on Hopper is
+    faster, brief), else TRITON_ATTN, which runs everywhere.
+    """
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cuda_alike():
+        return None
+    choice = os.environ.get("LESSISMORE_DENSE_BACKEND", "auto").upper()
+    if choice in ("AUTO", "FLASH_ATTN"):
+        try:
+            from vllm.v1.attention.backends.flash_attn import FlashAttentionBackend
+            from vllm.v1.attention.backends.fa_utils import is_flash_attn_varlen_func_available
+
+            if is_flash_attn_varlen_func_available():
+                return FlashAttentionBackend
+        except Exception as e:  # FA is an optional part of the GPU bundle
+            if choice == "FLASH_ATTN":
+                raise RuntimeError(f"LESSISMORE_DENSE_BACKEND=FLASH_ATTN but FLASH_ATTN is unavailable: {e}") from e
+    from vllm.v1.attention.backends.triton_attn import TritonAttentionBackend
+
+    return TritonAttentionBackend
+
+
+def split_decodes(common_attn_metadata) -> tuple[int, int]:
+    """(num_decodes, num_decode_tokens) of a reordered batch; 1-token chunked-prefill pieces are not decodes."""
+    from vllm.v1.attention.backends.utils import split_decodes_and_prefills
+
+    nd, _, ndt, _ = split_decodes_and_prefills(
+        common_attn_metadata, decode_threshold=1, treat_short_extends_as_decodes=False
+    )
+    return nd, ndt
+
+
+def attention_layers(vllm_config, layer_names: list[str]) -> dict[str, Any]:
+    from vllm.config import get_layers_from_vllm_config
+
+    try:
+        from vllm.model_executor.layers.attention import Attention
+    except ImportError:  # older layout
+        from vllm.attention.layer import Attention
+    return get_layers_from_vllm_config(vllm_config, Attention, layer_names)
+
+
+def layer_index(layer_name: str) -> int:
+    from vllm.model_executor.models.utils import extract_layer_index
+
+    return extract_layer_index(layer_name)
+
+
+def multiple_of(n: int):
+    from vllm.v1.attention.backend import MultipleOf
+
+    return MultipleOf(n)
+
+
+def kv_cache_shape(num_blocks: int, block_size: int, num_kv_heads: int, head_size: int) -> tuple[int, ...]:
+    """vLLM <= 0.27 asks the backend for the logical per-layer shape; later versions derive the same view."""
+    return (num_blocks, num_kv_heads, block_size, 2 * head_size)
