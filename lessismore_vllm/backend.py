@@ -256,7 +256,10 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
                 k, v = gather_kv(kv_cache, m.block_table[i], m.positions[i, :n])
                 output[a:b] = attend(q, k, v, self.scale).to(output.dtype)
                 if trace.PATH:
-                    trace.record(layer=layer.layer_name, role="sparse", row=i, seq_len=L, attended=n)
+                    trace.record(
+                        layer=layer.layer_name, role="sparse", row=i, seq_len=L, attended=n,
+                        positions=m.positions[i, :n].tolist(),
+                    )
                 continue
             k, v = gather_kv(kv_cache, m.block_table[i], torch.arange(L))
             q_pos = torch.arange(L - (b - a), L)

@@ -57,7 +57,20 @@ def write_tiny_model(
     (path / "config.json").write_text(json.dumps(config, indent=2))
     if weights_std is not None:
         _write_random_weights(path, config, weights_std, seed)
+    _write_tokenizer(path, vocab_size)
     return path
+
+
+def _write_tokenizer(path: Path, vocab_size: int) -> None:
+    """A word-level tokenizer over the words w3..w{vocab-1} so text prompts and detokenized output work offline."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"w{i}": i for i in range(3, vocab_size)}}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    fast.save_pretrained(str(path))
 
 
 def _write_random_weights(path: Path, config: dict, std: float, seed: int) -> None:
