@@ -28,6 +28,7 @@ from lessismore_vllm.selection import select_tokens
 
 logger = logging.getLogger("vllm.lessismore")
 _announced = False  # one "LessIsMore active:" line per worker process
+SPARSE_MAX_SPLITS, SPARSE_BLOCK_N = 16, 64  # flash-decoding split plan of the sparse kernel (static per batch size)
 
 
 class LessIsMoreBackend(AttentionBackend):
@@ -88,6 +89,7 @@ class LessIsMoreMetadata:
     slot_mapping: torch.Tensor
     positions: torch.Tensor  # builder buffer [max_num_seqs, width]: selected token positions per decode row
     counts: torch.Tensor  # builder buffer [max_num_seqs]: valid entries of each row of `positions`
+    workspace: torch.Tensor | None = None  # builder buffer: sparse-decode partial results (GPU)
     dense: Any = None  # the wrapped dense backend's metadata (GPU)
 
 
@@ -107,8 +109,20 @@ class LessIsMoreMetadataBuilder(AttentionMetadataBuilder[LessIsMoreMetadata]):
         width = min(self.config.budget, vllm_config.model_config.max_model_len)
         self.positions = torch.zeros(max_seqs, width, dtype=torch.int32, device=device)
         self.counts = torch.zeros(max_seqs, dtype=torch.int32, device=device)
-        for name, layer in compat.attention_layers(vllm_config, layer_names).items():
+        layers = compat.attention_layers(vllm_config, layer_names)
+        for name, layer in layers.items():
             layer.impl.setup(self.config.role(compat.layer_index(name)), self.config)
+        self.workspace = None  # sparse-decode split partials, sized for the largest decode batch
+        if dense_cls is not None and layers:
+            from lessismore_vllm.kernels import plan_splits, workspace_numel
+
+            num_heads = next(iter(layers.values())).impl.num_heads
+            hkv, hd = kv_cache_spec.num_kv_heads, kv_cache_spec.head_size
+            numel = max(
+                workspace_numel(r, num_heads, hd, plan_splits(r, hkv, width, SPARSE_MAX_SPLITS, SPARSE_BLOCK_N)[0])
+                for r in range(1, max_seqs + 1)
+            )
+            self.workspace = torch.empty(numel, dtype=torch.float32, device=device)
         global _announced
         if not _announced:
             _announced = True
@@ -138,6 +152,7 @@ class LessIsMoreMetadataBuilder(AttentionMetadataBuilder[LessIsMoreMetadata]):
             slot_mapping=cm.slot_mapping,
             positions=self.positions,
             counts=self.counts,
+            workspace=self.workspace,
             dense=dense,
         )
 
@@ -233,9 +248,16 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
                 query[:nd], kv_cache, m.block_table[:nd], m.seq_lens[:nd], self.scale,
                 cfg.budget, cfg.recency_ratio, cfg.sinks, m.positions, m.counts,
             )
+            if trace.PATH and not torch.cuda.is_current_stream_capturing():  # eager debugging only: syncs
+                trace.record(layer=layer.layer_name, role="selection", seq_lens=m.seq_lens[:nd].tolist(),
+                             counts=m.counts[:nd].tolist())
         else:
+            if trace.PATH and not torch.cuda.is_current_stream_capturing():
+                trace.record(layer=layer.layer_name, role="sparse", seq_lens=m.seq_lens[:nd].tolist(),
+                             attended=m.counts[:nd].tolist())
             kernels.sparse_decode(
-                query[:nd], kv_cache, m.block_table[:nd], m.positions[:nd], m.counts[:nd], self.scale, output[:nd]
+                query[:nd], kv_cache, m.block_table[:nd], m.positions[:nd], m.counts[:nd], self.scale, output[:nd],
+                m.workspace, SPARSE_MAX_SPLITS, SPARSE_BLOCK_N,
             )
         return output
 

@@ -14,52 +14,10 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Any
-
 from lessismore_vllm import trace
+from lessismore_vllm.harness import make_prompts, run_generation
 from lessismore_vllm.tiny_model import write_tiny_model
-
-
-def make_prompts(num: int, min_len: int, max_len: int, vocab: int = 1024, seed: int = 0) -> list[list[int]]:
-    """Deterministic token-id prompts of lengths spread evenly over [min_len, max_len]."""
-    out = []
-    for i in range(num):
-        n = min_len + (max_len - min_len) * i // max(1, num - 1)
-        out.append([(seed * 7919 + 31 * i + 17 * j * j + j) % (vocab - 3) + 3 for j in range(n)])
-    return out
-
-
-def run_generation(
-    model_dir: str,
-    prompts: list[list[int]],
-    max_tokens: int,
-    backend: str | None = None,
-    lessismore: dict[str, Any] | None = None,
-    **engine_overrides: Any,
-) -> dict[str, Any]:
-    """One engine, one greedy batch. Returns tokens per prompt and timings."""
-    from vllm import LLM, SamplingParams
-    from vllm.platforms import current_platform
-
-    kwargs: dict[str, Any] = dict(model=model_dir, skip_tokenizer_init=True, seed=0, max_model_len=4096)
-    if current_platform.is_cpu():
-        kwargs.update(dtype="float32", enforce_eager=True, kv_cache_memory_bytes=256 << 20)
-    if backend:
-        kwargs["attention_backend"] = backend
-    if lessismore is not None:
-        kwargs["additional_config"] = {"lessismore": lessismore}
-    kwargs.update(engine_overrides)
-    llm = LLM(**kwargs)
-    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
-    batch = [{"prompt_token_ids": p} for p in prompts]
-    llm.generate(batch[:1], SamplingParams(max_tokens=2, temperature=0.0), use_tqdm=False)  # warm-up
-    t0 = time.perf_counter()
-    outs = llm.generate(batch, params, use_tqdm=False)
-    seconds = time.perf_counter() - t0
-    tokens = [list(o.outputs[0].token_ids) for o in outs]
-    return {"tokens": tokens, "seconds": seconds, "generated": sum(len(t) for t in tokens)}
 
 
 def attended_summary(records: list[dict]) -> list[dict]:

@@ -21,6 +21,8 @@ def write_tiny_model(
     head_dim: int = 32,
     vocab_size: int = 1024,
     max_position_embeddings: int = 4096,
+    intermediate_size: int | None = None,
+    tokenizer: bool = True,
     weights_std: float | None = 0.5,
     seed: int = 0,
 ) -> Path:
@@ -35,7 +37,7 @@ def write_tiny_model(
         "architectures": [arch_name],
         "model_type": model_type,
         "hidden_size": hidden_size,
-        "intermediate_size": 2 * hidden_size,
+        "intermediate_size": intermediate_size or 2 * hidden_size,
         "num_hidden_layers": num_layers,
         "num_attention_heads": num_heads,
         "num_key_value_heads": num_kv_heads,
@@ -57,8 +59,17 @@ def write_tiny_model(
     (path / "config.json").write_text(json.dumps(config, indent=2))
     if weights_std is not None:
         _write_random_weights(path, config, weights_std, seed)
-    _write_tokenizer(path, vocab_size)
+    if tokenizer:
+        _write_tokenizer(path, vocab_size)
     return path
+
+
+def write_qwen3_8b_shape(path: str | Path) -> Path:
+    """Qwen3-8B's shape (36 layers, 32 query / 8 KV heads, head_dim 128) as config only: load_format="dummy"."""
+    return write_tiny_model(
+        path, "qwen3", num_layers=36, hidden_size=4096, num_heads=32, num_kv_heads=8, head_dim=128,
+        vocab_size=151936, max_position_embeddings=40960, intermediate_size=12288, tokenizer=False, weights_std=None,
+    )
 
 
 def _write_tokenizer(path: Path, vocab_size: int) -> None:

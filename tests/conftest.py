@@ -1,13 +1,6 @@
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-HERE = Path(__file__).resolve().parent
-
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
@@ -21,16 +14,7 @@ def tiny_models(tmp_path_factory):
 
 
 def run_engine(spec: dict, trace_path: Path | None = None, timeout: int = 600) -> tuple[dict, str]:
-    """One engine in a subprocess; returns (result, combined log)."""
-    env = dict(os.environ)
-    env.pop("LESSISMORE_TRACE", None)
-    if trace_path is not None:
-        env["LESSISMORE_TRACE"] = str(trace_path)
-    proc = subprocess.run(
-        [sys.executable, str(HERE / "engine_runner.py"), json.dumps(spec)],
-        capture_output=True, text=True, timeout=timeout, env=env,
-    )
-    log = proc.stdout + proc.stderr
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-    assert lines, f"engine runner produced no result (exit {proc.returncode}):\n{log[-5000:]}"
-    return json.loads(lines[-1][len("RESULT "):]), log
+    """One engine in a fresh process; returns (result, combined log)."""
+    from lessismore_vllm.harness import run_in_subprocess
+
+    return run_in_subprocess(spec, {"LESSISMORE_TRACE": str(trace_path)} if trace_path else None, timeout)

@@ -4,7 +4,7 @@ import pytest
 
 from conftest import run_engine
 from lessismore_vllm import trace
-from lessismore_vllm.demo import make_prompts
+from lessismore_vllm.harness import make_prompts
 from lessismore_vllm.selection import budget_split
 
 pytestmark = pytest.mark.engine

@@ -1,0 +1,85 @@
+"""Running vLLM engines for the demo, the tests and the GPU scripts: one greedy batch per engine, optionally in
+a fresh process (as a user would start it, and so several engines can run one after another).
+
+`python -m lessismore_vllm.harness '<json spec>'` runs one spec and prints `RESULT {json}` as its last line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+def make_prompts(num: int, min_len: int, max_len: int, vocab: int = 1024, seed: int = 0) -> list[list[int]]:
+    """Deterministic token-id prompts of lengths spread evenly over [min_len, max_len]."""
+    out = []
+    for i in range(num):
+        n = min_len + (max_len - min_len) * i // max(1, num - 1)
+        out.append([(seed * 7919 + 31 * i + 17 * j * j + j) % (vocab - 3) + 3 for j in range(n)])
+    return out
+
+
+def run_generation(
+    model_dir: str,
+    prompts: list[list[int]],
+    max_tokens: int,
+    backend: str | None = None,
+    lessismore: dict[str, Any] | None = None,
+    **engine_overrides: Any,
+) -> dict[str, Any]:
+    """One engine, one greedy batch. Returns tokens per prompt and timings."""
+    from vllm import LLM, SamplingParams
+    from vllm.platforms import current_platform
+
+    kwargs: dict[str, Any] = dict(model=model_dir, skip_tokenizer_init=True, seed=0, max_model_len=4096)
+    if current_platform.is_cpu():
+        kwargs.update(dtype="float32", enforce_eager=True, kv_cache_memory_bytes=256 << 20)
+    if backend:
+        kwargs["attention_backend"] = backend
+    if lessismore is not None:
+        kwargs["additional_config"] = {"lessismore": lessismore}
+    kwargs.update(engine_overrides)
+    llm = LLM(**kwargs)
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
+    batch = [{"prompt_token_ids": p} for p in prompts]
+    llm.generate(batch[:1], SamplingParams(max_tokens=2, temperature=0.0), use_tqdm=False)  # warm-up
+    t0 = time.perf_counter()
+    outs = llm.generate(batch, params, use_tqdm=False)
+    seconds = time.perf_counter() - t0
+    tokens = [list(o.outputs[0].token_ids) for o in outs]
+    return {"tokens": tokens, "seconds": seconds, "generated": sum(len(t) for t in tokens)}
+
+
+def run_in_subprocess(spec: dict[str, Any], env: dict[str, str] | None = None, timeout: int = 900) -> tuple[dict, str]:
+    """spec: model, prompts, max_tokens, backend, lessismore, engine (LLM kwargs). Returns (result, log)."""
+    full_env = dict(os.environ)
+    full_env.pop("LESSISMORE_TRACE", None)
+    full_env.update(env or {})
+    proc = subprocess.run(
+        [sys.executable, "-m", "lessismore_vllm.harness", json.dumps(spec)],
+        capture_output=True, text=True, timeout=timeout, env=full_env,
+    )
+    log = proc.stdout + proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if not lines:
+        raise RuntimeError(f"engine process produced no result (exit {proc.returncode}):\n{log[-8000:]}")
+    return json.loads(lines[-1][len("RESULT "):]), log
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    try:
+        result = run_generation(
+            spec["model"], spec["prompts"], spec["max_tokens"], spec.get("backend"), spec.get("lessismore"),
+            **spec.get("engine", {}),
+        )
+    except Exception as e:  # startup errors are results too (bad-configuration tests)
+        result = {"error": f"{type(e).__name__}: {e}"}
+    print("\nRESULT " + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""Sparse paged decode attention (flash-decoding over a selected token list).
+
+One program per (decode row, KV head, split): loads each selected token's K and V once, through the block
+table and the cache's strides, and uses them for every query head of the GQA group (a [GROUP, D] x [D, N] dot).
+A second kernel combines the splits. Reference: lessismore_vllm.reference.sparse_decode_reference.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _sparse_decode_split_kernel(
+    q_ptr, kv_ptr, block_table_ptr, positions_ptr, counts_ptr,
+    acc_ptr, ml_ptr,  # workspace: acc [rows, Hq, S, D] fp32, ml [rows, Hq, S, 2] fp32 (running max, sum)
+    stride_qt, stride_qh,
+    stride_kv_block, stride_kv_head, stride_kv_slot, stride_kv_chan,
+    stride_bt, stride_pos,
+    scale, tokens_per_split, block_size,
+    NUM_HEADS: tl.constexpr, NUM_SPLITS: tl.constexpr, HEAD_DIM: tl.constexpr, GROUP: tl.constexpr,
+    BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    row = tl.program_id(0)
+    kv_head = tl.program_id(1)
+    split = tl.program_id(2)
+    count = tl.load(counts_ptr + row)
+    start = split * tokens_per_split
+    end = tl.minimum(start + tokens_per_split, count)
+
+    offs_g = tl.arange(0, BLOCK_G)
+    offs_d = tl.arange(0, BLOCK_D)
+    heads = kv_head * GROUP + offs_g
+    g_mask = offs_g < GROUP
+    d_mask = offs_d < HEAD_DIM
+    q = tl.load(
+        q_ptr + row * stride_qt + heads[:, None] * stride_qh + offs_d[None, :],
+        mask=g_mask[:, None] & d_mask[None, :], other=0.0,
+    )
+    m_i = tl.full([BLOCK_G], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_G], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_G, BLOCK_D], dtype=tl.float32)
+    for n0 in range(start, end, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        n_mask = offs_n < end
+        pos = tl.load(positions_ptr + row * stride_pos + offs_n, mask=n_mask, other=0)
+        block = tl.load(block_table_ptr + row * stride_bt + pos // block_size, mask=n_mask, other=0)
+        base = block.to(tl.int64) * stride_kv_block + kv_head * stride_kv_head + (pos % block_size) * stride_kv_slot
+        kv_mask = n_mask[:, None] & d_mask[None, :]
+        k = tl.load(kv_ptr + base[:, None] + offs_d[None, :] * stride_kv_chan, mask=kv_mask, other=0.0)
+        v = tl.load(kv_ptr + base[:, None] + (HEAD_DIM + offs_d[None, :]) * stride_kv_chan, mask=kv_mask, other=0.0)
+        s = tl.dot(q, tl.trans(k)) * scale
+        s = tl.where(n_mask[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        alpha = tl.exp(m_i - m_new)
+        p = tl.exp(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+
+    slot = (row * NUM_HEADS + heads) * NUM_SPLITS + split  # [BLOCK_G]
+    tl.store(acc_ptr + slot[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=g_mask[:, None] & d_mask[None, :])
+    tl.store(ml_ptr + slot * 2, m_i, mask=g_mask)
+    tl.store(ml_ptr + slot * 2 + 1, l_i, mask=g_mask)
+
+
+@triton.jit
+def _combine_splits_kernel(
+    acc_ptr, ml_ptr, out_ptr, stride_ot, stride_oh,
+    NUM_HEADS: tl.constexpr, NUM_SPLITS: tl.constexpr, HEAD_DIM: tl.constexpr,
+    BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    row = tl.program_id(0)
+    head = tl.program_id(1)
+    offs_s = tl.arange(0, BLOCK_S)
+    offs_d = tl.arange(0, BLOCK_D)
+    s_mask = offs_s < NUM_SPLITS
+    slot = (row * NUM_HEADS + head) * NUM_SPLITS + offs_s
+    m = tl.load(ml_ptr + slot * 2, mask=s_mask, other=float("-inf"))
+    l = tl.load(ml_ptr + slot * 2 + 1, mask=s_mask, other=0.0)
+    m_max = tl.max(m, axis=0)
+    m_max = tl.where(m_max == float("-inf"), 0.0, m_max)  # all splits empty: count 0 (padded row)
+    w = tl.where(l > 0, tl.exp(m - m_max), 0.0)
+    total = tl.sum(w * l, axis=0)
+    part = tl.load(
+        acc_ptr + slot[:, None] * HEAD_DIM + offs_d[None, :],
+        mask=s_mask[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0,
+    )
+    o = tl.sum(part * w[:, None], axis=0) / tl.where(total > 0, total, 1.0)
+    tl.store(out_ptr + row * stride_ot + head * stride_oh + offs_d, o.to(out_ptr.dtype.element_ty),
+             mask=offs_d < HEAD_DIM)
+
+
+def plan_splits(rows: int, num_kv_heads: int, width: int, max_splits: int, block_n: int, target_programs: int = 264):
+    """(num_splits, tokens_per_split) from static sizes only, so a captured graph replays for any counts."""
+    splits = max(1, min(max_splits, triton.cdiv(target_programs, max(1, rows * num_kv_heads)), triton.cdiv(width, block_n)))
+    per_split = triton.cdiv(triton.cdiv(width, splits), block_n) * block_n
+    return triton.cdiv(width, per_split), per_split
+
+
+def workspace_numel(rows: int, num_heads: int, head_dim: int, max_splits: int) -> int:
+    return rows * num_heads * max_splits * (head_dim + 2)
+
+
+def sparse_decode(
+    query: torch.Tensor,
+    kv_cache: torch.Tensor,
+    block_table: torch.Tensor,
+    positions: torch.Tensor,
+    counts: torch.Tensor,
+    scale: float,
+    output: torch.Tensor,
+    workspace: torch.Tensor | None = None,
+    max_splits: int = 16,
+    block_n: int = 64,
+) -> torch.Tensor:
+    """output[b] = softmax attention of query[b] over positions[b, :counts[b]] (0 where counts[b] == 0).
+
+    query/output [rows, Hq, D]; kv_cache [blocks, Hkv, block_size, 2D] (any strides); block_table [rows, *];
+    positions [rows, width] int32; counts [rows] int32. workspace: fp32, >= workspace_numel(...) elements.
+    """
+    rows, num_heads, head_dim = query.shape
+    if rows == 0:
+        return output
+    num_kv_heads = kv_cache.shape[1]
+    group = num_heads // num_kv_heads
+    num_splits, per_split = plan_splits(rows, num_kv_heads, positions.shape[1], max_splits, block_n)
+    if workspace is None:
+        workspace = torch.empty(workspace_numel(rows, num_heads, head_dim, num_splits), device=query.device,
+                                dtype=torch.float32)
+    n_acc = rows * num_heads * num_splits * head_dim
+    acc, ml = workspace[:n_acc], workspace[n_acc: n_acc + rows * num_heads * num_splits * 2]
+    assert query.stride(-1) == 1 and output.stride(-1) == 1
+    block_d = triton.next_power_of_2(head_dim)
+    _sparse_decode_split_kernel[(rows, num_kv_heads, num_splits)](
+        query, kv_cache, block_table, positions, counts, acc, ml,
+        query.stride(0), query.stride(1), *kv_cache.stride(), block_table.stride(0), positions.stride(0),
+        scale, per_split, kv_cache.shape[2],
+        NUM_HEADS=num_heads, NUM_SPLITS=num_splits, HEAD_DIM=head_dim, GROUP=group,
+        BLOCK_G=max(16, triton.next_power_of_2(group)), BLOCK_D=block_d, BLOCK_N=block_n,
+    )
+    _combine_splits_kernel[(rows, num_heads)](
+        acc, ml, output, output.stride(0), output.stride(1),
+        NUM_HEADS=num_heads, NUM_SPLITS=num_splits, HEAD_DIM=head_dim,
+        BLOCK_S=max(2, triton.next_power_of_2(num_splits)), BLOCK_D=block_d,
+    )
+    return output

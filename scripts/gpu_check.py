@@ -1,0 +1,121 @@
+"""End-to-end correctness of the GPU path through vLLM (issue: GPU path, must-show 2). Run on the GPU host:
+
+    python scripts/gpu_check.py --phase equiv --out $OUT     # budget >= context == TRITON_ATTN / FLASH_ATTN
+    python scripts/gpu_check.py --phase sparse --out $OUT    # budget 2048, 8K contexts: eager == CUDA graphs
+
+Every engine runs in its own process (lessismore_vllm.harness); up to --parallel engines share the GPU at once
+with a fixed KV-cache size, to overlap their start-up. Writes <phase>.json with all tokens and verdicts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from lessismore_vllm import trace
+from lessismore_vllm.harness import make_prompts, run_in_subprocess
+from lessismore_vllm.tiny_model import write_qwen3_8b_shape, write_tiny_model
+
+
+def run_all(named_specs: dict[str, dict], parallel: int, work: Path) -> dict[str, dict]:
+    def one(item):
+        name, spec = item
+        t0 = time.time()
+        env = {"LESSISMORE_TRACE": str(work / f"{name}.trace.jsonl")} if spec.pop("trace", False) else {}
+        result, log = run_in_subprocess(spec, env, timeout=590)
+        (work / f"{name}.log").write_text(log)
+        result["wall_s"] = round(time.time() - t0, 1)
+        print(f"[{name}] {'ERROR ' + result['error'] if 'error' in result else 'ok'} in {result['wall_s']} s",
+              flush=True)
+        return name, result
+
+    with ThreadPoolExecutor(parallel) as ex:
+        return dict(ex.map(one, named_specs.items()))
+
+
+def compare(results: dict, ref: str, others: list[str]) -> dict:
+    out = {}
+    for name in others:
+        a, b = results[ref].get("tokens"), results[name].get("tokens")
+        same = a is not None and a == b
+        first_diff = None if same or a is None or b is None else [
+            (i, next(j for j, (x, y) in enumerate(zip(s, t)) if x != y))
+            for i, (s, t) in enumerate(zip(a, b)) if s != t
+        ]
+        out[f"{name} == {ref}"] = {"identical": same, "differing_prompts(index, first_step)": first_diff}
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--phase", choices=["equiv", "small", "sparse"], required=True)
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--parallel", type=int, default=2)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
+    out_dir = Path(args.out)
+    kv = {"kv_cache_memory_bytes": 8 << 30, "gpu_memory_utilization": 0.45, "max_num_seqs": 64}
+    graphs, eager = {}, {"enforce_eager": True}
+
+    if args.phase in ("equiv", "small"):
+        if args.phase == "equiv":  # Qwen3-8B shape, dummy weights
+            model = str(write_qwen3_8b_shape(work / "qwen3-8b-shape"))
+            base = {"load_format": "dummy", "max_model_len": 4096, **kv}
+            prompts = make_prompts(32, 64, 3000, vocab=150000)
+        else:  # small Qwen3 with seeded random weights: peaked attention, so kernel errors would show
+            model = str(write_tiny_model(work / "small", num_layers=6, hidden_size=512, num_heads=16,
+                                         num_kv_heads=4, head_dim=128, max_position_embeddings=8192))
+            base = {"max_model_len": 4096, "dtype": "bfloat16", **kv, "kv_cache_memory_bytes": 2 << 30}
+            prompts = make_prompts(32, 64, 3000)
+        spec = {"model": model, "prompts": prompts, "max_tokens": 32}
+        lim = {"backend": "lessismore", "lessismore": {"budget": 65536}}
+        specs = {
+            "TRITON_ATTN": {**spec, "backend": "TRITON_ATTN", "engine": {**base, **graphs}},
+            "FLASH_ATTN": {**spec, "backend": "FLASH_ATTN", "engine": {**base, **graphs}},
+            "lessismore_eager": {**spec, **lim, "engine": {**base, **eager}, "trace": True},
+            "lessismore_graphs": {**spec, **lim, "engine": {**base, **graphs}},
+        }
+        results = run_all(specs, args.parallel, work)
+        verdict = compare(results, "TRITON_ATTN", ["FLASH_ATTN", "lessismore_eager", "lessismore_graphs"])
+    else:  # budget 2048 at ~8K contexts
+        model = str(write_qwen3_8b_shape(work / "qwen3-8b-shape"))
+        base = {"load_format": "dummy", "max_model_len": 12288, **kv, "kv_cache_memory_bytes": 16 << 30}
+        spec = {"model": model, "prompts": make_prompts(12, 8000, 8200, vocab=150000), "max_tokens": 32}
+        lim = {"backend": "lessismore", "lessismore": {"budget": 2048}}
+        specs = {
+            "lessismore_eager": {**spec, **lim, "engine": {**base, **eager}, "trace": True},
+            "lessismore_graphs": {**spec, **lim, "engine": {**base, **graphs}},
+        }
+        results = run_all(specs, args.parallel, work)
+        verdict = compare(results, "lessismore_eager", ["lessismore_graphs"])
+
+    tfile = work / "lessismore_eager.trace.jsonl"
+    if tfile.exists():  # eager run: what the sparse layers attended, per decode row
+        recs = [r for r in trace.read(tfile) if r["role"] == "sparse"]
+        pairs = [(L, n) for r in recs for L, n in zip(r["seq_lens"], r["attended"])]
+        budget = specs["lessismore_eager"]["lessismore"]["budget"]
+        verdict["sparse_layer_steps_traced"] = len(recs)
+        verdict["attended_equals_min(L,budget)"] = all(n == min(L, budget) for L, n in pairs)
+        verdict["attended_max"] = max((n for _, n in pairs), default=None)
+        verdict["context_max"] = max((L for L, _ in pairs), default=None)
+    for name, r in results.items():
+        if "error" in r:
+            verdict[f"{name} error"] = r["error"]
+    summary = {"phase": args.phase, "verdict": verdict,
+               "timings": {k: {"wall_s": v.get("wall_s"), "gen_s": v.get("seconds")} for k, v in results.items()}}
+    print(json.dumps(summary, indent=1))
+    (out_dir / f"{args.phase}.json").write_text(json.dumps({**summary, "tokens": {
+        k: v.get("tokens") for k, v in results.items()}}))
+    for f in work.glob("*.log"):  # keep the tail of each engine log for the record
+        (out_dir / f"{args.phase}-{f.stem}.log").write_text(f.read_text()[-20000:])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

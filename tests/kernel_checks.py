@@ -1,0 +1,76 @@
+"""Kernel-vs-reference checks shared by the CPU interpreter tests (TRITON_INTERPRET=1, small shapes) and the GPU
+tests under tests/gpu (larger shapes). Caches use a physical NHD layout viewed as vLLM's logical
+[blocks, Hkv, block_size, 2D], and block tables point at shuffled, non-contiguous pages."""
+
+import torch
+
+from lessismore_vllm.reference import decode_logits as reference_logits
+from lessismore_vllm.reference import gather_kv, sparse_decode_reference
+from lessismore_vllm.selection import select_tokens
+
+
+def paged_setup(seq_lens, num_kv_heads, head_dim, block_size, dtype, device, seed=0, extra_blocks=3):
+    g = torch.Generator().manual_seed(seed)
+    blocks_per_row = [(L + block_size - 1) // block_size for L in seq_lens]
+    width = max(1, max(blocks_per_row)) + 1
+    num_blocks = sum(blocks_per_row) + extra_blocks
+    physical = torch.randn(num_blocks, block_size, num_kv_heads, 2 * head_dim, generator=g).to(dtype)
+    kv_cache = physical.to(device).permute(0, 2, 1, 3)  # logical view, NHD strides
+    perm = torch.randperm(num_blocks, generator=g).tolist()
+    block_table = torch.zeros(len(seq_lens), width, dtype=torch.int32)
+    for b, n in enumerate(blocks_per_row):
+        block_table[b, :n] = torch.tensor([perm.pop() for _ in range(n)], dtype=torch.int32)
+    return kv_cache, block_table.to(device)
+
+
+def check_sparse_decode(seq_lens, num_heads, num_kv_heads, head_dim, budget, dtype, device, block_size=16, seed=0):
+    from lessismore_vllm.kernels import sparse_decode
+
+    g = torch.Generator().manual_seed(seed + 1)
+    kv_cache, block_table = paged_setup(seq_lens, num_kv_heads, head_dim, block_size, dtype, device, seed)
+    B = len(seq_lens)
+    query = torch.randn(B, num_heads, head_dim, generator=g).to(dtype).to(device)
+    positions = torch.zeros(B, budget, dtype=torch.int32)
+    counts = torch.zeros(B, dtype=torch.int32)
+    for b, L in enumerate(seq_lens):  # a random subset (dense when L <= budget), in random order
+        n = min(L, budget)
+        positions[b, :n] = torch.randperm(L, generator=g)[:n].to(torch.int32)
+        counts[b] = n
+    positions, counts = positions.to(device), counts.to(device)
+    out = torch.full((B, num_heads, head_dim), float("nan"), dtype=dtype, device=device)
+    sparse_decode(query, kv_cache, block_table, positions, counts, head_dim**-0.5, out)
+    want = sparse_decode_reference(query.cpu(), kv_cache.cpu(), block_table.cpu(), positions.cpu(), counts.cpu(),
+                                   head_dim**-0.5)
+    tol = 1e-4 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(out.float().cpu(), want, atol=tol, rtol=tol)
+    for b, L in enumerate(seq_lens):
+        if L == 0:
+            assert torch.all(out[b] == 0), "padded row writes zeros"
+
+
+def check_select(seq_lens, num_heads, num_kv_heads, head_dim, budget, dtype, device, block_size=16, seed=0,
+                 recency_ratio=0.25, sinks=4):
+    from lessismore_vllm.kernels import decode_logits, select
+
+    g = torch.Generator().manual_seed(seed + 2)
+    kv_cache, block_table = paged_setup(seq_lens, num_kv_heads, head_dim, block_size, dtype, device, seed)
+    B = len(seq_lens)
+    query = torch.randn(B, num_heads, head_dim, generator=g).to(dtype).to(device)
+    seq = torch.tensor(seq_lens, dtype=torch.int32, device=device)
+    scale = head_dim**-0.5
+    max_len = block_table.shape[1] * block_size
+    logits = decode_logits(query, kv_cache, block_table, seq, scale, max_len)
+    out_pos = torch.full((B + 2, budget), -1, dtype=torch.int32, device=device)
+    out_cnt = torch.full((B + 2,), -1, dtype=torch.int32, device=device)
+    select(query, kv_cache, block_table, seq, scale, budget, recency_ratio, sinks, out_pos, out_cnt)
+    tol = 1e-4 if dtype == torch.float32 else 2e-2
+    for b, L in enumerate(seq_lens):
+        k, _ = gather_kv(kv_cache.cpu(), block_table[b].cpu(), torch.arange(L))
+        ref_logits = reference_logits(query[b].cpu(), k, scale)
+        torch.testing.assert_close(logits[b, :, :L].cpu(), ref_logits, atol=tol, rtol=tol)
+        assert torch.all(logits[b, :, L:] == float("-inf"))
+        # The selection from the kernel's logits is exactly the oracle's on those logits.
+        want = select_tokens(logits[b, :, :L].cpu(), budget, recency_ratio, sinks) if L else torch.empty(0)
+        assert int(out_cnt[b]) == want.numel()
+        assert out_pos[b, : want.numel()].cpu().tolist() == want.tolist()
+    assert torch.all(out_cnt[B:] == -1), "rows past the batch untouched"

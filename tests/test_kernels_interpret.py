@@ -1,0 +1,36 @@
+"""The Triton kernels on CPU through Triton's interpreter (small shapes); tests/gpu runs the same checks on CUDA."""
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"  # must be set before the kernels are defined
+
+from kernel_checks import check_select, check_sparse_decode  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.mark.parametrize("num_heads,num_kv_heads", [(4, 4), (8, 2), (16, 2)])  # GQA 1 / 4 / 8
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_sparse_decode_gqa_head_dims(num_heads, num_kv_heads, head_dim):
+    # budget below, equal to and above the context; a padded row (seq_len 0)
+    check_sparse_decode([40, 24, 24, 0, 9, 70], num_heads, num_kv_heads, head_dim, budget=24,
+                        dtype=torch.float32, device=DEVICE)
+
+
+def test_sparse_decode_many_rows_and_splits():
+    check_sparse_decode([(7 * i) % 90 for i in range(64)], 8, 2, 64, budget=32, dtype=torch.float32, device=DEVICE)
+
+
+def test_sparse_decode_fp16():
+    check_sparse_decode([50, 0, 33], 8, 2, 64, budget=32, dtype=torch.float16, device=DEVICE)
+
+
+@pytest.mark.parametrize("num_heads,num_kv_heads", [(4, 4), (8, 2), (16, 2)])
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_select_matches_oracle(num_heads, num_kv_heads, head_dim):
+    check_select([80, 0, 16, 15, 17, 130], num_heads, num_kv_heads, head_dim, budget=16, dtype=torch.float32,
+                 device=DEVICE)
