@@ -1,7 +1,7 @@
 """Running vLLM engines for the demo, the tests and the GPU scripts: one greedy batch per engine, optionally in
 a fresh process (as a user would start it, and so several engines can run one after another).
 
-`python -m lessismore_vllm.harness '<json spec>'` runs one spec and prints `RESULT {json}` as its last line.
+`python -m lessismore_vllm.harness SPEC.json` runs one spec and prints `RESULT {json}` as its last line.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -58,10 +59,15 @@ def run_in_subprocess(spec: dict[str, Any], env: dict[str, str] | None = None, t
     full_env = dict(os.environ)
     full_env.pop("LESSISMORE_TRACE", None)
     full_env.update(env or {})
-    proc = subprocess.run(
-        [sys.executable, "-m", "lessismore_vllm.harness", json.dumps(spec)],
-        capture_output=True, text=True, timeout=timeout, env=full_env,
-    )
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:  # prompts outgrow argv
+        json.dump(spec, f)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "lessismore_vllm.harness", f.name],
+            capture_output=True, text=True, timeout=timeout, env=full_env,
+        )
+    finally:
+        os.unlink(f.name)
     log = proc.stdout + proc.stderr
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if not lines:
@@ -70,7 +76,8 @@ def run_in_subprocess(spec: dict[str, Any], env: dict[str, str] | None = None, t
 
 
 def main() -> None:
-    spec = json.loads(sys.argv[1])
+    with open(sys.argv[1]) as f:
+        spec = json.load(f)
     try:
         result = run_generation(
             spec["model"], spec["prompts"], spec["max_tokens"], spec.get("backend"), spec.get("lessismore"),
