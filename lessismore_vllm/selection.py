@@ -71,7 +71,7 @@ def select_tokens_batched(
     device = logits.device
     L = seq_lens.to(torch.int64).view(B, 1)
     pos = torch.arange(budget, device=device, dtype=torch.int64).view(1, budget)
-    counts = torch.minimum(L.view(B), torch.tensor(budget, device=device))
+    counts = L.view(B).clamp(max=budget)  # no host tensor: this runs inside CUDA-graph capture
     positions = pos.expand(B, budget)
     split = budget_split(budget + 1, budget, recency_ratio, sinks)  # the split of every row with L > budget
     if N > budget:
