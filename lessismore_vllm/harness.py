@@ -58,6 +58,7 @@ def run_in_subprocess(spec: dict[str, Any], env: dict[str, str] | None = None, t
     """spec: model, prompts, max_tokens, backend, lessismore, engine (LLM kwargs). Returns (result, log)."""
     full_env = dict(os.environ)
     full_env.pop("LESSISMORE_TRACE", None)
+    full_env.pop("TRITON_INTERPRET", None)  # set by the CPU kernel tests; engines run compiled (or no) Triton
     full_env.update(env or {})
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:  # prompts outgrow argv
         json.dump(spec, f)

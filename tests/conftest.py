@@ -1,6 +1,13 @@
+import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Triton's interpreter must be on before triton.language is first imported (vLLM imports it), or interpreted
+# kernels fail; on CPU, run the Triton kernel tests through it (tests/test_kernels_interpret.py).
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):

@@ -1,14 +1,11 @@
 """The Triton kernels on CPU through Triton's interpreter (small shapes); tests/gpu runs the same checks on CUDA."""
 
-import os
-
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ["TRITON_INTERPRET"] = "1"  # must be set before the kernels are defined
+from kernel_checks import check_select, check_sparse_decode
 
-from kernel_checks import check_select, check_sparse_decode  # noqa: E402
+# On CPU, conftest.py turns on TRITON_INTERPRET before anything imports triton.
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
