@@ -110,14 +110,24 @@ def dense_backend_cls():
     return TritonAttentionBackend
 
 
-def split_decodes(common_attn_metadata) -> tuple[int, int]:
-    """(num_decodes, num_decode_tokens) of a reordered batch; 1-token chunked-prefill pieces are not decodes."""
-    from vllm.v1.attention.backends.utils import split_decodes_and_prefills
+def split_decodes(cm) -> tuple[int, int]:
+    """(num_decodes, num_decode_tokens) of a batch ordered decodes-first, from host data only.
 
-    nd, _, ndt, _ = split_decodes_and_prefills(
-        common_attn_metadata, decode_threshold=1, treat_short_extends_as_decodes=False
-    )
-    return nd, ndt
+    A row is a decode if its query is one token and, where vLLM says so on the host, it is not a 1-token
+    chunked-prefill piece. vLLM's own split_decodes_and_prefills(treat_short_extends_as_decodes=False) is not
+    used: on 0.26's V2 runner its is_prefilling can be longer than num_reqs (padded) and it fails.
+    Rows padded for CUDA graphs (query length 0) count as decodes, as in vLLM.
+    """
+    n = cm.num_reqs
+    qsl = cm.query_start_loc_cpu
+    is_prefill = (qsl[1 : n + 1] - qsl[:n]) > 1
+    prefilling = getattr(cm, "is_prefilling", None)
+    if prefilling is not None and prefilling.device.type == "cpu":
+        is_prefill |= prefilling[:n].bool()
+    if not bool(is_prefill.any()):
+        return n, cm.num_actual_tokens
+    first = int(is_prefill.int().argmax())
+    return first, int(qsl[first])
 
 
 def attention_layers(vllm_config, layer_names: list[str]) -> dict[str, Any]:

@@ -85,8 +85,8 @@ def main() -> int:
         verdict = compare(results, "TRITON_ATTN", ["FLASH_ATTN", "lessismore_eager", "lessismore_graphs"])
     else:  # budget 2048 at ~8K contexts
         model = str(write_qwen3_8b_shape(work / "qwen3-8b-shape"))
-        base = {"load_format": "dummy", "max_model_len": 12288, **kv, "kv_cache_memory_bytes": 16 << 30}
-        spec = {"model": model, "prompts": make_prompts(12, 8000, 8200, vocab=150000), "max_tokens": 32}
+        base = {"load_format": "dummy", "max_model_len": 12288, **kv, "kv_cache_memory_bytes": 15 << 30}
+        spec = {"model": model, "prompts": make_prompts(10, 8000, 8200, vocab=150000), "max_tokens": 32}
         lim = {"backend": "lessismore", "lessismore": {"budget": 2048}}
         specs = {
             "lessismore_eager": {**spec, **lim, "engine": {**base, **eager}, "trace": True},
