@@ -123,7 +123,8 @@ def split_decodes(cm) -> tuple[int, int]:
     is_prefill = (qsl[1 : n + 1] - qsl[:n]) > 1
     prefilling = getattr(cm, "is_prefilling", None)
     if prefilling is not None and prefilling.device.type == "cpu":
-        is_prefill |= prefilling[:n].bool()
+        k = min(n, prefilling.shape[0])  # 0.26 V2: covers only the real rows of a padded batch
+        is_prefill[:k] |= prefilling[:k].bool()
     if not bool(is_prefill.any()):
         return n, cm.num_actual_tokens
     first = int(is_prefill.int().argmax())

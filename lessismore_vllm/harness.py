@@ -44,14 +44,17 @@ def run_generation(
         kwargs["additional_config"] = {"lessismore": lessismore}
     kwargs.update(engine_overrides)
     llm = LLM(**kwargs)
-    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True, logprobs=1)
     batch = [{"prompt_token_ids": p} for p in prompts]
     llm.generate(batch[:1], SamplingParams(max_tokens=2, temperature=0.0), use_tqdm=False)  # warm-up
     t0 = time.perf_counter()
     outs = llm.generate(batch, params, use_tqdm=False)
     seconds = time.perf_counter() - t0
     tokens = [list(o.outputs[0].token_ids) for o in outs]
-    return {"tokens": tokens, "seconds": seconds, "generated": sum(len(t) for t in tokens)}
+    # log-probability of each chosen token: lets runs be compared numerically, not only by argmax
+    logprobs = [[round(lp[t].logprob, 5) for t, lp in zip(o.outputs[0].token_ids, o.outputs[0].logprobs)]
+                for o in outs]
+    return {"tokens": tokens, "logprobs": logprobs, "seconds": seconds, "generated": sum(len(t) for t in tokens)}
 
 
 def run_in_subprocess(spec: dict[str, Any], env: dict[str, str] | None = None, timeout: int = 900) -> tuple[dict, str]:

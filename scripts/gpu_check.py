@@ -48,7 +48,16 @@ def compare(results: dict, ref: str, others: list[str]) -> dict:
             (i, next(j for j, (x, y) in enumerate(zip(s, t)) if x != y))
             for i, (s, t) in enumerate(zip(a, b)) if s != t
         ]
-        out[f"{name} == {ref}"] = {"identical": same, "differing_prompts(index, first_step)": first_diff}
+        # Numerical closeness up to each pair's first split: |logprob_a - logprob_b| of the same chosen tokens.
+        deltas = [
+            abs(u - v)
+            for s, t, ls, lt in zip(a or [], b or [], results[ref].get("logprobs", []), results[name].get("logprobs", []))
+            for x, y, u, v in zip(s, t, ls, lt) if x == y
+        ]
+        out[f"{name} == {ref}"] = {
+            "identical": same, "differing_prompts(index, first_step)": first_diff,
+            "max_abs_logprob_diff_before_split": max(deltas, default=None),
+        }
     return out
 
 
@@ -83,6 +92,7 @@ def main() -> int:
         }
         results = run_all(specs, args.parallel, work)
         verdict = compare(results, "TRITON_ATTN", ["FLASH_ATTN", "lessismore_eager", "lessismore_graphs"])
+        verdict.update(compare(results, "FLASH_ATTN", ["lessismore_eager", "lessismore_graphs"]))
     else:  # budget 2048 at ~8K contexts
         model = str(write_qwen3_8b_shape(work / "qwen3-8b-shape"))
         base = {"load_format": "dummy", "max_model_len": 12288, **kv, "kv_cache_memory_bytes": 15 << 30}
@@ -110,8 +120,7 @@ def main() -> int:
     summary = {"phase": args.phase, "verdict": verdict,
                "timings": {k: {"wall_s": v.get("wall_s"), "gen_s": v.get("seconds")} for k, v in results.items()}}
     print(json.dumps(summary, indent=1))
-    (out_dir / f"{args.phase}.json").write_text(json.dumps({**summary, "tokens": {
-        k: v.get("tokens") for k, v in results.items()}}))
+    (out_dir / f"{args.phase}.json").write_text(json.dumps({**summary, "results": results}))
     for f in work.glob("*.log"):  # keep the tail of each engine log for the record
         (out_dir / f"{args.phase}-{f.stem}.log").write_text(f.read_text()[-20000:])
     return 0
