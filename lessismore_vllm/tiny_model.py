@@ -64,11 +64,11 @@ def write_tiny_model(
     return path
 
 
-def write_qwen3_8b_shape(path: str | Path) -> Path:
+def write_qwen3_8b_shape(path: str | Path, tokenizer: bool = False) -> Path:
     """Qwen3-8B's shape (36 layers, 32 query / 8 KV heads, head_dim 128) as config only: load_format="dummy"."""
     return write_tiny_model(
         path, "qwen3", num_layers=36, hidden_size=4096, num_heads=32, num_kv_heads=8, head_dim=128,
-        vocab_size=151936, max_position_embeddings=40960, intermediate_size=12288, tokenizer=False, weights_std=None,
+        vocab_size=151936, max_position_embeddings=40960, intermediate_size=12288, tokenizer=tokenizer, weights_std=None,
     )
 
 
