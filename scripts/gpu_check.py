@@ -124,12 +124,13 @@ def main() -> int:
     for name, r in results.items():
         if "error" in r:
             verdict[f"{name} error"] = r["error"]
-    summary = {"phase": args.phase, "verdict": verdict,
+    tag = args.phase + ("-eager" if args.eager_only else "")
+    summary = {"phase": tag, "verdict": verdict,
                "timings": {k: {"wall_s": v.get("wall_s"), "gen_s": v.get("seconds")} for k, v in results.items()}}
     print(json.dumps(summary, indent=1))
-    (out_dir / f"{args.phase}.json").write_text(json.dumps({**summary, "results": results}))
+    (out_dir / f"{tag}.json").write_text(json.dumps({**summary, "results": results}))
     for f in work.glob("*.log"):  # keep the tail of each engine log for the record
-        (out_dir / f"{args.phase}-{f.stem}.log").write_text(f.read_text()[-20000:])
+        (out_dir / f"{tag}-{f.stem}.log").write_text(f.read_text()[-20000:])
     return 0
 
 
