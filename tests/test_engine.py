@@ -90,3 +90,12 @@ def test_fp8_kv_cache_fails_clearly(tiny_models):
             "engine": {"kv_cache_dtype": "fp8"}}
     result, _ = run_engine(spec)
     assert "error" in result and "kv_cache_dtype=fp8" in result["error"], result
+
+
+def test_attention_config_route_after_import(tiny_models):
+    """`import lessismore_vllm` registers, so the attention_config dict form resolves too (harness imports it)."""
+    spec = {"model": tiny_models["qwen3"], "prompts": make_prompts(2, 20, 40), "max_tokens": 4,
+            "engine": {"attention_config": {"backend": "lessismore"}}}
+    result, log = run_engine(spec)
+    assert "error" not in result, result
+    assert "LessIsMore active:" in log
