@@ -25,10 +25,10 @@ from lessismore_vllm import compat, trace
 from lessismore_vllm.config import LayerRole, LessIsMoreConfig, from_vllm_config
 from lessismore_vllm.reference import attend, decode_logits, gather_kv, write_kv
 from lessismore_vllm.selection import select_tokens
+from lessismore_vllm.stats import SparseStats
 
 logger = logging.getLogger("vllm.lessismore")
 _announced = False  # one "LessIsMore active:" line per worker process
-SPARSE_MAX_SPLITS, SPARSE_BLOCK_N = 16, 64  # flash-decoding split plan of the sparse kernel (static per batch size)
 
 
 class LessIsMoreBackend(AttentionBackend):
@@ -89,6 +89,7 @@ class LessIsMoreMetadata:
     slot_mapping: torch.Tensor
     positions: torch.Tensor  # builder buffer [max_num_seqs, width]: selected token positions per decode row
     counts: torch.Tensor  # builder buffer [max_num_seqs]: valid entries of each row of `positions`
+    slots: torch.Tensor | None = None  # builder buffer (GPU): the physical cache slots of `positions`
     workspace: torch.Tensor | None = None  # builder buffer: sparse-decode partial results (GPU)
     dense: Any = None  # the wrapped dense backend's metadata (GPU)
 
@@ -109,19 +110,21 @@ class LessIsMoreMetadataBuilder(AttentionMetadataBuilder[LessIsMoreMetadata]):
         width = min(self.config.budget, vllm_config.model_config.max_model_len)
         self.positions = torch.zeros(max_seqs, width, dtype=torch.int32, device=device)
         self.counts = torch.zeros(max_seqs, dtype=torch.int32, device=device)
+        self.slots = torch.zeros(max_seqs, width, dtype=torch.int32, device=device) if dense_cls else None
         layers = compat.attention_layers(vllm_config, layer_names)
+        self.stats = SparseStats(device)
+        sparse_ids = self.config.layers_with_role(LayerRole.SPARSE)
         for name, layer in layers.items():
-            layer.impl.setup(self.config.role(compat.layer_index(name)), self.config)
+            idx = compat.layer_index(name)
+            # the first sparse layer counts the step (all sparse layers of a step attend the same amount)
+            layer.impl.setup(self.config.role(idx), self.config, self.stats if sparse_ids[:1] == [idx] else None)
         self.workspace = None  # sparse-decode split partials, sized for the largest decode batch
         if dense_cls is not None and layers:
-            from lessismore_vllm.kernels import plan_splits, workspace_numel
+            from lessismore_vllm.kernels import max_workspace_numel
 
             num_heads = next(iter(layers.values())).impl.num_heads
-            hkv, hd = kv_cache_spec.num_kv_heads, kv_cache_spec.head_size
-            numel = max(
-                workspace_numel(r, num_heads, hd, plan_splits(r, hkv, width, SPARSE_MAX_SPLITS, SPARSE_BLOCK_N)[0])
-                for r in range(1, max_seqs + 1)
-            )
+            numel = max_workspace_numel(max_seqs, num_heads, kv_cache_spec.num_kv_heads, kv_cache_spec.head_size,
+                                        width)
             self.workspace = torch.empty(numel, dtype=torch.float32, device=device)
         global _announced
         if not _announced:
@@ -139,6 +142,7 @@ class LessIsMoreMetadataBuilder(AttentionMetadataBuilder[LessIsMoreMetadata]):
         return self._wrap(common_attn_metadata, dense)
 
     def _wrap(self, cm, dense) -> LessIsMoreMetadata:
+        self.stats.maybe_log()
         num_decodes, num_decode_tokens = compat.split_decodes(cm)
         return LessIsMoreMetadata(
             num_actual_tokens=cm.num_actual_tokens,
@@ -152,6 +156,7 @@ class LessIsMoreMetadataBuilder(AttentionMetadataBuilder[LessIsMoreMetadata]):
             slot_mapping=cm.slot_mapping,
             positions=self.positions,
             counts=self.counts,
+            slots=self.slots,
             workspace=self.workspace,
             dense=dense,
         )
@@ -191,6 +196,7 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
         self.kv_cache_dtype = kv_cache_dtype
         self.role = LayerRole.DENSE  # until the builder assigns roles
         self.config: LessIsMoreConfig | None = None
+        self.stats: SparseStats | None = None
         dense_cls = compat.dense_backend_cls()
         self.dense_impl = (
             dense_cls.get_impl_cls()(
@@ -201,8 +207,8 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
             else None
         )
 
-    def setup(self, role: LayerRole, config: LessIsMoreConfig) -> None:
-        self.role, self.config = role, config
+    def setup(self, role: LayerRole, config: LessIsMoreConfig, stats: SparseStats | None = None) -> None:
+        self.role, self.config, self.stats = role, config, stats
 
     def do_kv_cache_update(self, layer, key, value, kv_cache, slot_mapping) -> None:
         if self.dense_impl is not None:
@@ -227,6 +233,8 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
         m = attn_metadata
         if m is None:  # profiling / dummy run
             return output
+        if self.stats is not None and m.num_decodes > 0:
+            self.stats.update(m.counts[: m.num_decodes], m.seq_lens[: m.num_decodes])
         if self.dense_impl is None:
             return self._forward_reference(layer, query, kv_cache, m, output)
         return self._forward_gpu(layer, query, key, value, kv_cache, m, output)
@@ -246,7 +254,7 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
         if self.role is LayerRole.SELECT:
             kernels.select(
                 query[:nd], kv_cache, m.block_table[:nd], m.seq_lens[:nd], self.scale,
-                cfg.budget, cfg.recency_ratio, cfg.sinks, m.positions, m.counts,
+                cfg.budget, cfg.recency_ratio, cfg.sinks, m.positions, m.counts, m.slots,
             )
             if trace.PATH and not torch.cuda.is_current_stream_capturing():  # eager debugging only: syncs
                 trace.record(layer=layer.layer_name, role="selection", seq_lens=m.seq_lens[:nd].tolist(),
@@ -256,8 +264,7 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
                 trace.record(layer=layer.layer_name, role="sparse", seq_lens=m.seq_lens[:nd].tolist(),
                              attended=m.counts[:nd].tolist())
             kernels.sparse_decode(
-                query[:nd], kv_cache, m.block_table[:nd], m.positions[:nd], m.counts[:nd], self.scale, output[:nd],
-                m.workspace, SPARSE_MAX_SPLITS, SPARSE_BLOCK_N,
+                query[:nd], kv_cache, m.slots[:nd], m.counts[:nd], self.scale, output[:nd], m.workspace
             )
         return output
 

@@ -26,12 +26,14 @@ def make_prompts(num: int, min_len: int, max_len: int, vocab: int = 1024, seed: 
 def run_generation(
     model_dir: str,
     prompts: list[list[int]],
-    max_tokens: int,
+    max_tokens: int | list[int],
     backend: str | None = None,
     lessismore: dict[str, Any] | None = None,
+    repeat: int = 1,
     **engine_overrides: Any,
 ) -> dict[str, Any]:
-    """One engine, one greedy batch. Returns tokens per prompt and timings."""
+    """One engine, `repeat` identical greedy batches (repeats hit the prefix cache). Returns the last batch's
+    tokens and chosen-token logprobs, whether all repeats agreed, timings and vLLM's counters."""
     from vllm import LLM, SamplingParams
     from vllm.platforms import current_platform
 
@@ -44,17 +46,32 @@ def run_generation(
         kwargs["additional_config"] = {"lessismore": lessismore}
     kwargs.update(engine_overrides)
     llm = LLM(**kwargs)
-    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True, logprobs=1)
+    lengths = max_tokens if isinstance(max_tokens, list) else [max_tokens] * len(prompts)
+    params = [SamplingParams(max_tokens=n, temperature=0.0, ignore_eos=True, logprobs=1) for n in lengths]
     batch = [{"prompt_token_ids": p} for p in prompts]
     llm.generate(batch[:1], SamplingParams(max_tokens=2, temperature=0.0), use_tqdm=False)  # warm-up
-    t0 = time.perf_counter()
-    outs = llm.generate(batch, params, use_tqdm=False)
-    seconds = time.perf_counter() - t0
-    tokens = [list(o.outputs[0].token_ids) for o in outs]
+    runs = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        outs = llm.generate(batch, params, use_tqdm=False)
+        seconds = time.perf_counter() - t0
+        runs.append([list(o.outputs[0].token_ids) for o in outs])
+    tokens = runs[-1]
     # log-probability of each chosen token: lets runs be compared numerically, not only by argmax
     logprobs = [[round(lp[t].logprob, 5) for t, lp in zip(o.outputs[0].token_ids, o.outputs[0].logprobs)]
                 for o in outs]
-    return {"tokens": tokens, "logprobs": logprobs, "seconds": seconds, "generated": sum(len(t) for t in tokens)}
+    return {
+        "tokens": tokens, "logprobs": logprobs, "seconds": seconds, "generated": sum(len(t) for t in tokens),
+        "repeats_identical": all(r == tokens for r in runs), "counters": _counters(llm),
+    }
+
+
+def _counters(llm) -> dict[str, float]:
+    """vLLM's counters (preemptions, prefix-cache hits, ...) when stats are on (disable_log_stats=False)."""
+    try:
+        return {m.name: m.value for m in llm.get_metrics() if isinstance(getattr(m, "value", None), (int, float))}
+    except Exception:  # stats disabled
+        return {}
 
 
 def run_in_subprocess(spec: dict[str, Any], env: dict[str, str] | None = None, timeout: int = 900) -> tuple[dict, str]:
@@ -130,7 +147,7 @@ def main() -> None:
     try:
         result = run_generation(
             spec["model"], spec["prompts"], spec["max_tokens"], spec.get("backend"), spec.get("lessismore"),
-            **spec.get("engine", {}),
+            spec.get("repeat", 1), **spec.get("engine", {}),
         )
     except Exception as e:  # startup errors are results too (bad-configuration tests)
         result = {"error": f"{type(e).__name__}: {e}"}

@@ -20,8 +20,13 @@ def tiny_models(tmp_path_factory):
     }
 
 
-def run_engine(spec: dict, trace_path: Path | None = None, timeout: int = 600) -> tuple[dict, str]:
+def run_engine(
+    spec: dict, trace_path: Path | None = None, timeout: int = 600, env_extra: dict | None = None
+) -> tuple[dict, str]:
     """One engine in a fresh process; returns (result, combined log)."""
     from lessismore_vllm.harness import run_in_subprocess
 
-    return run_in_subprocess(spec, {"LESSISMORE_TRACE": str(trace_path)} if trace_path else None, timeout)
+    env = dict(env_extra or {})
+    if trace_path:
+        env["LESSISMORE_TRACE"] = str(trace_path)
+    return run_in_subprocess(spec, env, timeout)

@@ -23,8 +23,9 @@ def paged_setup(seq_lens, num_kv_heads, head_dim, block_size, dtype, device, see
     return kv_cache, block_table.to(device)
 
 
-def check_sparse_decode(seq_lens, num_heads, num_kv_heads, head_dim, budget, dtype, device, block_size=16, seed=0):
-    from lessismore_vllm.kernels import sparse_decode
+def check_sparse_decode(seq_lens, num_heads, num_kv_heads, head_dim, budget, dtype, device, block_size=16, seed=0,
+                        tuning=None):
+    from lessismore_vllm.kernels import DEFAULT_TUNING, slots_from_positions, sparse_decode
 
     g = torch.Generator().manual_seed(seed + 1)
     kv_cache, block_table = paged_setup(seq_lens, num_kv_heads, head_dim, block_size, dtype, device, seed)
@@ -38,7 +39,8 @@ def check_sparse_decode(seq_lens, num_heads, num_kv_heads, head_dim, budget, dty
         counts[b] = n
     positions, counts = positions.to(device), counts.to(device)
     out = torch.full((B, num_heads, head_dim), float("nan"), dtype=dtype, device=device)
-    sparse_decode(query, kv_cache, block_table, positions, counts, head_dim**-0.5, out)
+    slots = slots_from_positions(block_table, positions, block_size)
+    sparse_decode(query, kv_cache, slots, counts, head_dim**-0.5, out, tuning=tuning or DEFAULT_TUNING)
     want = sparse_decode_reference(query.cpu(), kv_cache.cpu(), block_table.cpu(), positions.cpu(), counts.cpu(),
                                    head_dim**-0.5)
     tol = 1e-4 if dtype == torch.float32 else 2e-2
@@ -49,20 +51,27 @@ def check_sparse_decode(seq_lens, num_heads, num_kv_heads, head_dim, budget, dty
 
 
 def check_select(seq_lens, num_heads, num_kv_heads, head_dim, budget, dtype, device, block_size=16, seed=0,
-                 recency_ratio=0.25, sinks=4):
+                 recency_ratio=0.25, sinks=4, method="auto", ties=False):
+    """The selection kernels against the oracle on the kernel's own logits. ties=True draws keys and queries from
+    {-1, 0, 1}, so most logits tie and the oracle's tie rule (lower position first within a head) decides."""
     from lessismore_vllm.kernels import decode_logits, select
 
     g = torch.Generator().manual_seed(seed + 2)
     kv_cache, block_table = paged_setup(seq_lens, num_kv_heads, head_dim, block_size, dtype, device, seed)
     B = len(seq_lens)
     query = torch.randn(B, num_heads, head_dim, generator=g).to(dtype).to(device)
+    if ties:
+        kv_cache.copy_(kv_cache.round().clamp(-1, 1))
+        query = query.round().clamp(-1, 1)
     seq = torch.tensor(seq_lens, dtype=torch.int32, device=device)
     scale = head_dim**-0.5
     max_len = block_table.shape[1] * block_size
     logits = decode_logits(query, kv_cache, block_table, seq, scale, max_len)
     out_pos = torch.full((B + 2, budget), -1, dtype=torch.int32, device=device)
     out_cnt = torch.full((B + 2,), -1, dtype=torch.int32, device=device)
-    select(query, kv_cache, block_table, seq, scale, budget, recency_ratio, sinks, out_pos, out_cnt)
+    out_slots = torch.full((B + 2, budget), -1, dtype=torch.int32, device=device)
+    select(query, kv_cache, block_table, seq, scale, budget, recency_ratio, sinks, out_pos, out_cnt, out_slots,
+           method=method)
     tol = 1e-4 if dtype == torch.float32 else 2e-2
     for b, L in enumerate(seq_lens):
         k, _ = gather_kv(kv_cache.cpu(), block_table[b].cpu(), torch.arange(L))
@@ -70,7 +79,11 @@ def check_select(seq_lens, num_heads, num_kv_heads, head_dim, budget, dtype, dev
         torch.testing.assert_close(logits[b, :, :L].cpu(), ref_logits, atol=tol, rtol=tol)
         assert torch.all(logits[b, :, L:] == float("-inf"))
         # The selection from the kernel's logits is exactly the oracle's on those logits.
-        want = select_tokens(logits[b, :, :L].cpu(), budget, recency_ratio, sinks) if L else torch.empty(0)
+        want = select_tokens(logits[b, :, :L].cpu(), budget, recency_ratio, sinks) if L else torch.zeros(0).long()
         assert int(out_cnt[b]) == want.numel()
         assert out_pos[b, : want.numel()].cpu().tolist() == want.tolist()
-    assert torch.all(out_cnt[B:] == -1), "rows past the batch untouched"
+        # each selected position's physical slot, through the row's block table
+        bt = block_table[b].cpu().long()
+        want_slots = (bt[want // block_size] * block_size + want % block_size).tolist()
+        assert out_slots[b, : want.numel()].cpu().tolist() == want_slots
+    assert torch.all(out_cnt[B:] == -1) and torch.all(out_slots[B:] == -1), "rows past the batch untouched"

@@ -40,9 +40,13 @@ def test_sparse_budget_each_request_own_selection(tiny_models, tmp_path):
         "backend": "lessismore", "lessismore": {"budget": budget},
     }
     dense, _ = run_engine({**spec, "backend": None, "lessismore": None})
-    ours, _ = run_engine(spec, trace_path=tmp_path / "t.jsonl")
+    ours, log = run_engine(spec, trace_path=tmp_path / "t.jsonl", env_extra={"LESSISMORE_STATS_INTERVAL": "0.5"})
     assert "error" not in ours, ours
     assert all(len(t) == 12 for t in ours["tokens"])
+    # every context exceeds the budget from the first decode step: the stats lines say so exactly
+    stats = [line for line in log.splitlines() if "LessIsMore stats:" in line]
+    assert stats and all(f"ran sparse=100.0%, mean tokens attended per sparse-layer step={budget}.0," in line
+                         for line in stats), stats
     assert ours["tokens"] != dense["tokens"], "budget 32 of 100-300 tokens must change this model's output"
 
     records = trace.read(tmp_path / "t.jsonl")

@@ -22,6 +22,14 @@ def test_sparse_decode_many_rows_and_splits():
     check_sparse_decode([(7 * i) % 90 for i in range(64)], 8, 2, 64, budget=32, dtype=torch.float32, device=DEVICE)
 
 
+def test_sparse_decode_other_launch_shapes():
+    """Tuning changes only the launch shape (block size in tokens, split count), never the result."""
+    from lessismore_vllm.kernels import SparseDecodeTuning
+
+    for tuning in (SparseDecodeTuning(block_n=16, max_splits=1), SparseDecodeTuning(block_n=32, target_programs=4096)):
+        check_sparse_decode([70, 0, 33, 24], 8, 2, 64, budget=40, dtype=torch.float32, device=DEVICE, tuning=tuning)
+
+
 def test_sparse_decode_fp16():
     check_sparse_decode([50, 0, 33], 8, 2, 64, budget=32, dtype=torch.float16, device=DEVICE)
 
@@ -31,3 +39,14 @@ def test_sparse_decode_fp16():
 def test_select_matches_oracle(num_heads, num_kv_heads, head_dim):
     check_select([80, 0, 16, 15, 17, 130], num_heads, num_kv_heads, head_dim, budget=16, dtype=torch.float32,
                  device=DEVICE)
+
+
+def test_select_ties_and_rows_longer_than_one_tile():
+    """Radix select over several 1024-token tiles, and logits that tie (decided by position, as in the oracle)."""
+    check_select([3000, 0, 2100, 700], 4, 2, 32, budget=1200, dtype=torch.float32, device=DEVICE, ties=True)
+    check_select([2500, 1300], 8, 2, 32, budget=1024, dtype=torch.float32, device=DEVICE, recency_ratio=0.5,
+                 sinks=0)
+
+
+def test_select_torch_fallback_matches_oracle():
+    check_select([80, 0, 16, 15, 17, 130], 8, 2, 64, budget=16, dtype=torch.float32, device=DEVICE, method="torch")

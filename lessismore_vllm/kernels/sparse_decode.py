@@ -1,27 +1,47 @@
 """Sparse paged decode attention (flash-decoding over a selected token list).
 
-One program per (decode row, KV head, split): loads each selected token's K and V once, through the block
-table and the cache's strides, and uses them for every query head of the GQA group (a [GROUP, D] x [D, N] dot).
-A second kernel combines the splits. Reference: lessismore_vllm.reference.sparse_decode_reference.
+One program per (decode row, KV head, split): loads each selected token's K and V once and uses them for every
+query head of the GQA group (a [GROUP, D] x [D, N] dot). Tokens are given as physical cache slots
+(block * block_size + offset), which the selection layer computed once per step from the block table, so the 30-odd
+sparse layers that follow do one dependent load per token instead of two. A second kernel combines the splits.
+Reference: lessismore_vllm.reference.sparse_decode_reference.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
+LOG2E = 1.4426950408889634
+
+
+@dataclass(frozen=True)
+class SparseDecodeTuning:
+    """Launch shape of the split kernel. Defaults measured on an H100 (docs/performance.md)."""
+
+    block_n: int = 64  # tokens per loop iteration
+    num_warps: int = 4
+    num_stages: int = 3
+    max_splits: int = 32
+    target_programs: int = 264  # (row, KV head, split) programs: 2 per SM on an H100 (more measured no faster)
+
+
+DEFAULT_TUNING = SparseDecodeTuning()
+
 
 @triton.jit
 def _sparse_decode_split_kernel(
-    q_ptr, kv_ptr, block_table_ptr, positions_ptr, counts_ptr,
+    q_ptr, kv_ptr, slots_ptr, counts_ptr,
     acc_ptr, ml_ptr,  # workspace: acc [rows, Hq, S, D] fp32, ml [rows, Hq, S, 2] fp32 (running max, sum)
     stride_qt, stride_qh,
     stride_kv_block, stride_kv_head, stride_kv_slot, stride_kv_chan,
-    stride_bt, stride_pos,
-    scale, tokens_per_split, block_size,
+    stride_slots,
+    scale_log2, tokens_per_split,
     NUM_HEADS: tl.constexpr, NUM_SPLITS: tl.constexpr, HEAD_DIM: tl.constexpr, GROUP: tl.constexpr,
-    BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     row = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -42,28 +62,29 @@ def _sparse_decode_split_kernel(
     m_i = tl.full([BLOCK_G], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_G], dtype=tl.float32)
     acc = tl.zeros([BLOCK_G, BLOCK_D], dtype=tl.float32)
+    head_base = kv_ptr + kv_head.to(tl.int64) * stride_kv_head
     for n0 in range(start, end, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         n_mask = offs_n < end
-        pos = tl.load(positions_ptr + row * stride_pos + offs_n, mask=n_mask, other=0)
-        block = tl.load(block_table_ptr + row * stride_bt + pos // block_size, mask=n_mask, other=0)
-        base = block.to(tl.int64) * stride_kv_block + kv_head * stride_kv_head + (pos % block_size) * stride_kv_slot
+        slot = tl.load(slots_ptr + row * stride_slots + offs_n, mask=n_mask, other=0)
+        base = (slot // BLOCK_SIZE).to(tl.int64) * stride_kv_block + (slot % BLOCK_SIZE) * stride_kv_slot
         kv_mask = n_mask[:, None] & d_mask[None, :]
-        k = tl.load(kv_ptr + base[:, None] + offs_d[None, :] * stride_kv_chan, mask=kv_mask, other=0.0)
-        v = tl.load(kv_ptr + base[:, None] + (HEAD_DIM + offs_d[None, :]) * stride_kv_chan, mask=kv_mask, other=0.0)
-        s = tl.dot(q, tl.trans(k)) * scale
+        k = tl.load(head_base + base[:, None] + offs_d[None, :] * stride_kv_chan, mask=kv_mask, other=0.0)
+        v = tl.load(head_base + base[:, None] + (HEAD_DIM + offs_d[None, :]) * stride_kv_chan, mask=kv_mask,
+                    other=0.0)
+        s = tl.dot(q, tl.trans(k)) * scale_log2  # base-2 logits: exp2 is one instruction
         s = tl.where(n_mask[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        alpha = tl.exp(m_i - m_new)
-        p = tl.exp(s - m_new[:, None])
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, axis=1)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
 
-    slot = (row * NUM_HEADS + heads) * NUM_SPLITS + split  # [BLOCK_G]
-    tl.store(acc_ptr + slot[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=g_mask[:, None] & d_mask[None, :])
-    tl.store(ml_ptr + slot * 2, m_i, mask=g_mask)
-    tl.store(ml_ptr + slot * 2 + 1, l_i, mask=g_mask)
+    slot_out = (row * NUM_HEADS + heads) * NUM_SPLITS + split  # [BLOCK_G]
+    tl.store(acc_ptr + slot_out[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=g_mask[:, None] & d_mask[None, :])
+    tl.store(ml_ptr + slot_out * 2, m_i, mask=g_mask)
+    tl.store(ml_ptr + slot_out * 2 + 1, l_i, mask=g_mask)
 
 
 @triton.jit
@@ -82,7 +103,7 @@ def _combine_splits_kernel(
     l = tl.load(ml_ptr + slot * 2 + 1, mask=s_mask, other=0.0)
     m_max = tl.max(m, axis=0)
     m_max = tl.where(m_max == float("-inf"), 0.0, m_max)  # all splits empty: count 0 (padded row)
-    w = tl.where(l > 0, tl.exp(m - m_max), 0.0)
+    w = tl.where(l > 0, tl.exp2(m - m_max), 0.0)
     total = tl.sum(w * l, axis=0)
     part = tl.load(
         acc_ptr + slot[:, None] * HEAD_DIM + offs_d[None, :],
@@ -93,40 +114,62 @@ def _combine_splits_kernel(
              mask=offs_d < HEAD_DIM)
 
 
-def plan_splits(rows: int, num_kv_heads: int, width: int, max_splits: int, block_n: int, target_programs: int = 264):
+def plan_splits(rows: int, num_kv_heads: int, width: int, tuning: SparseDecodeTuning = DEFAULT_TUNING):
     """(num_splits, tokens_per_split) from static sizes only, so a captured graph replays for any counts."""
-    splits = max(1, min(max_splits, triton.cdiv(target_programs, max(1, rows * num_kv_heads)), triton.cdiv(width, block_n)))
+    block_n = tuning.block_n
+    splits = max(1, min(tuning.max_splits, triton.cdiv(tuning.target_programs, max(1, rows * num_kv_heads)),
+                        triton.cdiv(width, block_n)))
     per_split = triton.cdiv(triton.cdiv(width, splits), block_n) * block_n
     return triton.cdiv(width, per_split), per_split
 
 
-def workspace_numel(rows: int, num_heads: int, head_dim: int, max_splits: int) -> int:
-    return rows * num_heads * max_splits * (head_dim + 2)
+def workspace_numel(rows: int, num_heads: int, head_dim: int, num_splits: int) -> int:
+    return rows * num_heads * num_splits * (head_dim + 2)
+
+
+def max_workspace_numel(max_rows: int, num_heads: int, num_kv_heads: int, head_dim: int, width: int,
+                        tuning: SparseDecodeTuning = DEFAULT_TUNING) -> int:
+    """Workspace for any decode batch of up to max_rows rows (the builder allocates it once)."""
+    return max(workspace_numel(r, num_heads, head_dim, plan_splits(r, num_kv_heads, width, tuning)[0])
+               for r in range(1, max_rows + 1))
+
+
+def slots_from_positions(block_table: torch.Tensor, positions: torch.Tensor, block_size: int,
+                         out: torch.Tensor | None = None) -> torch.Tensor:
+    """Physical cache slots (block * block_size + offset) of logical positions [rows, n], through the block table.
+
+    Static shapes, no host sync. Entries past a row's count hold position 0, i.e. that row's first block, which
+    exists for every real row; padded rows are never read (count 0)."""
+    rows = positions.shape[0]
+    pos = positions.long()
+    slots = block_table[:rows].gather(1, pos // block_size).long() * block_size + pos % block_size
+    if out is None:
+        return slots.to(torch.int32)
+    out[:rows].copy_(slots)
+    return out[:rows]
 
 
 def sparse_decode(
     query: torch.Tensor,
     kv_cache: torch.Tensor,
-    block_table: torch.Tensor,
-    positions: torch.Tensor,
+    slots: torch.Tensor,
     counts: torch.Tensor,
     scale: float,
     output: torch.Tensor,
     workspace: torch.Tensor | None = None,
-    max_splits: int = 16,
-    block_n: int = 64,
+    tuning: SparseDecodeTuning = DEFAULT_TUNING,
 ) -> torch.Tensor:
-    """output[b] = softmax attention of query[b] over positions[b, :counts[b]] (0 where counts[b] == 0).
+    """output[b] = softmax attention of query[b] over the cache slots slots[b, :counts[b]] (0 where counts[b] == 0).
 
-    query/output [rows, Hq, D]; kv_cache [blocks, Hkv, block_size, 2D] (any strides); block_table [rows, *];
-    positions [rows, width] int32; counts [rows] int32. workspace: fp32, >= workspace_numel(...) elements.
+    query/output [rows, Hq, D]; kv_cache [blocks, Hkv, block_size, 2D] (any strides); slots [rows, width] int32
+    (see slots_from_positions); counts [rows] int32. workspace: fp32, >= workspace_numel(...) elements.
     """
     rows, num_heads, head_dim = query.shape
     if rows == 0:
         return output
-    num_kv_heads = kv_cache.shape[1]
+    num_kv_heads, block_size = kv_cache.shape[1], kv_cache.shape[2]
     group = num_heads // num_kv_heads
-    num_splits, per_split = plan_splits(rows, num_kv_heads, positions.shape[1], max_splits, block_n)
+    num_splits, per_split = plan_splits(rows, num_kv_heads, slots.shape[1], tuning)
     if workspace is None:
         workspace = torch.empty(workspace_numel(rows, num_heads, head_dim, num_splits), device=query.device,
                                 dtype=torch.float32)
@@ -135,11 +178,12 @@ def sparse_decode(
     assert query.stride(-1) == 1 and output.stride(-1) == 1
     block_d = triton.next_power_of_2(head_dim)
     _sparse_decode_split_kernel[(rows, num_kv_heads, num_splits)](
-        query, kv_cache, block_table, positions, counts, acc, ml,
-        query.stride(0), query.stride(1), *kv_cache.stride(), block_table.stride(0), positions.stride(0),
-        scale, per_split, kv_cache.shape[2],
-        NUM_HEADS=num_heads, NUM_SPLITS=num_splits, HEAD_DIM=head_dim, GROUP=group,
-        BLOCK_G=max(16, triton.next_power_of_2(group)), BLOCK_D=block_d, BLOCK_N=block_n,
+        query, kv_cache, slots, counts, acc, ml,
+        query.stride(0), query.stride(1), *kv_cache.stride(), slots.stride(0),
+        scale * LOG2E, per_split,
+        NUM_HEADS=num_heads, NUM_SPLITS=num_splits, HEAD_DIM=head_dim, GROUP=group, BLOCK_SIZE=block_size,
+        BLOCK_G=max(16, triton.next_power_of_2(group)), BLOCK_D=block_d, BLOCK_N=tuning.block_n,
+        num_warps=tuning.num_warps, num_stages=tuning.num_stages,
     )
     _combine_splits_kernel[(rows, num_heads)](
         acc, ml, output, output.stride(0), output.stride(1),

@@ -34,3 +34,53 @@ def test_sparse_decode(dtype, num_heads, num_kv_heads, head_dim, batch, budget):
 @pytest.mark.parametrize("batch,budget", [(4, 128), (64, 64)])
 def test_select(dtype, num_heads, num_kv_heads, head_dim, batch, budget):
     check_select(lens(batch, 1, 4 * budget, batch), num_heads, num_kv_heads, head_dim, budget, dtype, "cuda")
+
+
+@pytest.mark.parametrize("method", ["triton", "torch"])
+def test_select_methods_with_ties(method):
+    check_select([5000, 0, 3000, 900, 2049, 2048], 32, 8, 128, 2048, torch.bfloat16, "cuda", method=method,
+                 ties=method == "triton")
+
+
+def test_select_and_sparse_decode_replay_in_cuda_graph():
+    """Captured once, replayed after the lengths change in place: the kernels read lengths on the device."""
+    from kernel_checks import paged_setup
+
+    from lessismore_vllm.kernels import select, slots_from_positions, sparse_decode
+    from lessismore_vllm.reference import decode_logits as ref_logits
+    from lessismore_vllm.reference import gather_kv, sparse_decode_reference
+    from lessismore_vllm.selection import select_tokens
+
+    lens_max = [4000, 3000, 2500, 100]
+    kv, bt = paged_setup(lens_max, 8, 128, 16, torch.bfloat16, "cuda")
+    q = torch.randn(4, 32, 128, device="cuda", dtype=torch.bfloat16)
+    seq = torch.tensor([1000, 3000, 0, 100], device="cuda", dtype=torch.int32)
+    pos = torch.zeros(4, 1024, device="cuda", dtype=torch.int32)
+    cnt = torch.zeros(4, device="cuda", dtype=torch.int32)
+    slots = torch.zeros_like(pos)
+    out = torch.zeros_like(q)
+
+    def step():
+        select(q, kv, bt, seq, 128**-0.5, 1024, 0.25, 4, pos, cnt, slots)
+        sparse_decode(q, kv, slots, cnt, 128**-0.5, out)
+
+    step()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    seq.copy_(torch.tensor([4000, 50, 2500, 0], dtype=torch.int32))
+    graph.replay()
+    torch.cuda.synchronize()
+    for b, L in enumerate(seq.tolist()):
+        if L == 0:
+            assert int(cnt[b]) == 0 and torch.all(out[b] == 0)
+            continue
+        k, _ = gather_kv(kv.cpu(), bt[b].cpu(), torch.arange(L))
+        want = select_tokens(ref_logits(q[b].cpu(), k, 128**-0.5), 1024)
+        assert int(cnt[b]) == want.numel()
+        # bf16 logits from two kernels may order near-ties differently: compare as sets, allow a few swaps
+        got = set(pos[b, : want.numel()].tolist())
+        assert len(got ^ set(want.tolist())) <= 8
+        assert torch.equal(slots[b, : want.numel()].cpu(), slots_from_positions(bt[b : b + 1].cpu(), pos[b : b + 1, : want.numel()].cpu(), 16)[0])
+    ref = sparse_decode_reference(q.cpu(), kv.cpu(), bt.cpu(), pos.cpu(), cnt.cpu(), 128**-0.5)
+    torch.testing.assert_close(out.float().cpu(), ref, atol=2e-2, rtol=2e-2)

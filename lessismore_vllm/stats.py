@@ -1,0 +1,54 @@
+"""Observability: how much the sparse layers attended, logged periodically by each worker.
+
+Counters live on the device and are bumped with in-place tensor ops once per step (by the first sparse layer:
+every sparse layer of a step attends the same number of tokens per row), so they work inside CUDA graphs. The
+metadata builder, which runs on the host every step, reads them at most every LESSISMORE_STATS_INTERVAL
+seconds (default 30; 0 disables) and logs the change since the last line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import torch
+
+logger = logging.getLogger("vllm.lessismore")
+
+
+class SparseStats:
+    FIELDS = ("row_steps", "sparse_row_steps", "attended", "context")
+
+    def __init__(self, device: torch.device | str):
+        self.counters = torch.zeros(len(self.FIELDS), dtype=torch.int64, device=device)
+        self.interval = float(os.environ.get("LESSISMORE_STATS_INTERVAL", "30"))
+        self._last_time = time.monotonic()
+        self._last = [0] * len(self.FIELDS)
+
+    def update(self, counts: torch.Tensor, seq_lens: torch.Tensor) -> None:
+        """counts/seq_lens of this step's decode rows (padded rows have seq_len 0 and count nothing)."""
+        real = seq_lens > 0
+        self.counters += torch.stack([
+            real.sum(), (real & (counts < seq_lens)).sum(), counts.sum(), seq_lens.sum(),
+        ]).to(torch.int64)
+
+    def totals(self) -> dict[str, int]:
+        return dict(zip(self.FIELDS, self.counters.tolist()))
+
+    def maybe_log(self) -> None:
+        if self.interval <= 0 or time.monotonic() - self._last_time < self.interval:
+            return
+        if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+            return
+        now = self.counters.tolist()  # one device sync per interval
+        d = dict(zip(self.FIELDS, (a - b for a, b in zip(now, self._last))))
+        self._last, self._last_time = now, time.monotonic()
+        if d["row_steps"] == 0:
+            return
+        logger.info(
+            "LessIsMore stats: decode row-steps=%d, ran sparse=%.1f%%, mean tokens attended per sparse-layer "
+            "step=%.1f, mean context=%.1f",
+            d["row_steps"], 100.0 * d["sparse_row_steps"] / d["row_steps"], d["attended"] / d["row_steps"],
+            d["context"] / d["row_steps"],
+        )

@@ -1,0 +1,168 @@
+"""End-to-end decode throughput through vLLM: lessismore vs FLASH_ATTN vs TRITON_ATTN, same GPU, one run.
+
+    python scripts/bench_e2e.py --out $OUT                      # all backends, default configs
+    python scripts/bench_e2e.py --plot $OUT/bench_e2e.json      # (re)draw the PNG from a result file
+
+Model: Qwen3-8B shape (36 layers, 32 q / 8 KV heads, head_dim 128), dummy bf16 weights, CUDA graphs on
+(vLLM defaults, capture sizes limited to the batch sizes measured). Each backend runs in its own engine process,
+one after another. Per config (batch x context): prompts of context - gen tokens, greedy, ignore_eos, so every
+sequence reaches the context while decoding. Prefix caching keeps the prompts after a first warm-up pass, so
+    decode step time = (t(gen + 1 tokens) - t(1 token)) / gen
+measures only decode steps at that context (both timed passes hit the cache and prefill only the last token).
+Writes bench_e2e.json after every backend (so a cut-off run keeps what finished) and bench_e2e.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEFAULT_CONFIGS = "1x16384,16x16384,8x32768,16x1024"
+DEFAULT_BACKENDS = "lessismore,FLASH_ATTN,TRITON_ATTN"
+
+
+def worker(spec: dict) -> dict:
+    import random
+
+    from vllm import LLM, SamplingParams
+
+    import lessismore_vllm  # noqa: F401  (registers the backend in this process too)
+
+    configs = spec["configs"]
+    batches = sorted({b for b, _ in configs})
+    kw = {"attention_backend": spec["backend"]}
+    if spec["backend"] == "lessismore":
+        kw["additional_config"] = {"lessismore": {"budget": spec["budget"]}}
+    t0 = time.time()
+    llm = LLM(model=spec["model"], load_format="dummy", skip_tokenizer_init=True, dtype="bfloat16",
+              max_model_len=spec["max_model_len"], max_num_seqs=max(batches), enable_prefix_caching=True,
+              gpu_memory_utilization=spec["gpu_memory_utilization"], seed=0,
+              max_num_batched_tokens=16384, compilation_config={"cudagraph_capture_sizes": batches}, **kw)
+    out = {"backend": spec["backend"], "engine_start_s": round(time.time() - t0, 1), "configs": []}
+    gen = spec["gen"]
+    for batch, ctx in configs:
+        rng = random.Random(batch * 100_003 + ctx)
+        prompts = [{"prompt_token_ids": [rng.randrange(1000, 150000) for _ in range(ctx - gen)]}
+                   for _ in range(batch)]
+        one = SamplingParams(max_tokens=1, temperature=0.0, ignore_eos=True)
+        full = SamplingParams(max_tokens=gen + 1, temperature=0.0, ignore_eos=True)
+        t = time.perf_counter()
+        llm.generate(prompts, one, use_tqdm=False)  # prefill into the prefix cache
+        prefill_s = time.perf_counter() - t
+        best = None
+        for _ in range(spec["repeats"]):
+            t = time.perf_counter()
+            llm.generate(prompts, one, use_tqdm=False)
+            t1 = time.perf_counter() - t
+            t = time.perf_counter()
+            outs = llm.generate(prompts, full, use_tqdm=False)
+            t2 = time.perf_counter() - t
+            assert all(len(o.outputs[0].token_ids) == gen + 1 for o in outs)
+            step_ms = 1000 * (t2 - t1) / gen
+            best = step_ms if best is None else min(best, step_ms)
+        row = {"batch": batch, "context": ctx, "gen": gen, "decode_step_ms": round(best, 3),
+               "decode_tok_s": round(batch * 1000 / best, 1), "prefill_s": round(prefill_s, 2)}
+        print(f"[{spec['backend']}] {row}", flush=True)
+        out["configs"].append(row)
+    return out
+
+
+def ratios(results: list[dict]) -> list[dict]:
+    by = {r["backend"]: {(c["batch"], c["context"]): c for c in r["configs"]} for r in results if "configs" in r}
+    ours = by.get("lessismore", {})
+    rows = []
+    for key, c in ours.items():
+        row = {"batch": key[0], "context": key[1], "lessismore_tok_s": c["decode_tok_s"]}
+        for name, res in by.items():
+            if name != "lessismore" and key in res:
+                row[f"{name}_tok_s"] = res[key]["decode_tok_s"]
+                row[f"speedup_vs_{name}"] = round(c["decode_tok_s"] / res[key]["decode_tok_s"], 3)
+        rows.append(row)
+    return rows
+
+
+def plot(path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = json.loads(Path(path).read_text())
+    results = [r for r in data["results"] if "configs" in r]
+    labels = [f"B={c['batch']}\nctx={c['context'] // 1024}K" for c in results[0]["configs"]]
+    width = 0.8 / len(results)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for i, r in enumerate(results):
+        xs = [j + i * width for j in range(len(r["configs"]))]
+        ax.bar(xs, [c["decode_tok_s"] for c in r["configs"]], width, label=r["backend"])
+    ax.set_xticks([j + width * (len(results) - 1) / 2 for j in range(len(labels))], labels)
+    ax.set_ylabel("decode tokens/s")
+    ax.set_title(f"Qwen3-8B shape, dummy weights, {data.get('device', '')}, vLLM {data.get('vllm', '')}, "
+                 f"budget {data.get('budget')}", fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(Path(path).with_suffix(".png"), dpi=120)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--configs", default=DEFAULT_CONFIGS, help="BATCHxCONTEXT,...")
+    ap.add_argument("--backends", default=DEFAULT_BACKENDS)
+    ap.add_argument("--budget", type=int, default=2048)
+    ap.add_argument("--gen", type=int, default=128, help="decode steps timed per config")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    ap.add_argument("--plot", help="only draw the PNG of this bench_e2e.json")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        spec = json.loads(Path(args.worker).read_text())
+        print("RESULT " + json.dumps(worker(spec)), flush=True)
+        return
+    if args.plot:
+        plot(args.plot)
+        return
+
+    import torch
+    import vllm
+
+    from lessismore_vllm.tiny_model import write_qwen3_8b_shape
+
+    configs = [tuple(int(x) for x in c.split("x")) for c in args.configs.split(",")]
+    model = write_qwen3_8b_shape(Path(tempfile.mkdtemp(prefix="bench-e2e-")) / "qwen3-8b-shape")
+    out_path = Path(args.out, "bench_e2e.json")
+    data = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "vllm": vllm.__version__,
+            "budget": args.budget, "gen": args.gen, "command": " ".join(sys.argv), "results": []}
+    for backend in args.backends.split(","):
+        spec = {"model": str(model), "backend": backend, "budget": args.budget, "configs": configs, "gen": args.gen,
+                "repeats": args.repeats, "max_model_len": max(c for _, c in configs) + 64,
+                "gpu_memory_utilization": args.gpu_memory_utilization}
+        spec_path = Path(tempfile.mkstemp(suffix=".json")[1])
+        spec_path.write_text(json.dumps(spec))
+        t0 = time.time()
+        proc = subprocess.run([sys.executable, __file__, "--worker", str(spec_path)], capture_output=True, text=True)
+        Path(args.out, f"bench_e2e_{backend}.log").write_text(proc.stdout + proc.stderr)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        res = json.loads(lines[-1][7:]) if lines else {"backend": backend, "error": (proc.stdout + proc.stderr)[-3000:]}
+        res["wall_s"] = round(time.time() - t0, 1)
+        print(json.dumps(res), flush=True)
+        data["results"].append(res)
+        data["ratios"] = ratios(data["results"])
+        out_path.write_text(json.dumps(data, indent=1))
+    for row in data["ratios"]:
+        print("RATIO", json.dumps(row), flush=True)
+    try:
+        plot(str(out_path))
+    except Exception as e:  # matplotlib missing on the GPU host: draw it later with --plot
+        print(f"no plot: {e!r}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""Kernel benchmark on one GPU: our sparse paged decode and our selection step vs dense paged decode attention
+(vLLM's FLASH_ATTN/FA3 and vLLM's Triton unified attention) on the same bf16 paged cache with shuffled pages.
+32 query / 8 KV heads, head_dim 128, block size 16, vLLM's NHD layout.
+
+    python scripts/bench_kernels.py --out $OUT       # sweeps the sparse kernel's launch shape, then the table
+
+1. Launch-shape sweep of the sparse kernel (SparseDecodeTuning) on three representative shapes; the best total
+   is used for the table (and is what lessismore_vllm.kernels.DEFAULT_TUNING should hold).
+Every time is the median of CUDA-graph replays (triton.testing.do_bench on graph.replay), as vLLM runs decode.
+2. Table over batch x context x budget: time (ms), KV bytes actually read,
+   effective GB/s and % of peak HBM for FA3 dense decode, vLLM Triton decode and our sparse decode; our speedup
+   over each dense kernel; the selection step (Triton kernels; the logits kernel alone; the variant with the
+   static-shape torch union); and a
+   selection layer (FA3 dense decode + our selection step) as a multiple of a dense decode layer.
+Not compared: FlashInfer decode (it JIT-compiles for minutes on every fresh GPU host of this project).
+Writes bench_kernels.json next to the printed table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+from pathlib import Path
+
+import torch
+import triton
+
+from lessismore_vllm.kernels import (
+    SparseDecodeTuning, decode_logits, max_workspace_numel, select, slots_from_positions, sparse_decode,
+)
+from lessismore_vllm.selection import select_tokens_batched
+
+PEAK_GBPS = {"H100": 3350.0, "H200": 4800.0}
+HQ, HKV, D, BS = 32, 8, 128, 16
+KV_BYTES_PER_TOKEN = HKV * 2 * D * 2  # one layer, bf16 K and V
+
+
+def setup(batch: int, L: int, dtype=torch.bfloat16, seed=0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    blocks = triton.cdiv(L, BS)
+    num_blocks = batch * blocks + 8
+    kv = torch.randn(num_blocks, BS, HKV, 2 * D, device="cuda", dtype=dtype, generator=g).permute(0, 2, 1, 3)
+    perm = torch.randperm(num_blocks, device="cuda", generator=g)[: batch * blocks]
+    block_table = perm.view(batch, blocks).to(torch.int32)
+    q = torch.randn(batch, HQ, D, device="cuda", dtype=dtype, generator=g)
+    seq_lens = torch.full((batch,), L, device="cuda", dtype=torch.int32)
+    return kv, block_table, q, seq_lens
+
+
+def bench(fn, rep=100) -> float:
+    """Median ms of fn replayed from a CUDA graph, as vLLM runs decode (no Python or launch overhead)."""
+    fn()  # compile / warm up outside the capture
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return triton.testing.do_bench(graph.replay, warmup=10, rep=rep, return_mode="median")
+
+
+class Case:
+    """One (batch, L) paged cache with the dense kernels bound to it."""
+
+    def __init__(self, batch: int, L: int):
+        self.batch, self.L = batch, L
+        self.kv, self.bt, self.q, self.seq_lens = setup(batch, L)
+        self.out = torch.empty_like(self.q)
+        self.scale = D**-0.5
+        self.k_cache, self.v_cache = self.kv.transpose(1, 2).split(D, dim=-1)  # [blocks, BS, Hkv, D] views
+        self.cu_q = torch.arange(batch + 1, device="cuda", dtype=torch.int32)
+
+    def fa3(self):
+        from vllm.vllm_flash_attn import flash_attn_varlen_func
+
+        flash_attn_varlen_func(q=self.q, k=self.k_cache, v=self.v_cache, out=self.out, cu_seqlens_q=self.cu_q,
+                               max_seqlen_q=1, seqused_k=self.seq_lens, max_seqlen_k=self.L,
+                               softmax_scale=self.scale, causal=True, block_table=self.bt, fa_version=3)
+
+    def triton_decode(self):
+        from vllm.v1.attention.ops.triton_unified_attention import unified_attention
+
+        ones = torch.ones(self.batch, HKV, device="cuda", dtype=torch.float32)
+        unified_attention(q=self.q, k=self.k_cache, v=self.v_cache, out=self.out, cu_seqlens_q=self.cu_q,
+                          max_seqlen_q=1, seqused_k=self.seq_lens, max_seqlen_k=self.L, softmax_scale=self.scale,
+                          causal=True, window_size=(-1, -1), block_table=self.bt, softcap=0, q_descale=None,
+                          k_descale=ones, v_descale=ones)
+
+    def selection_buffers(self, budget: int):
+        pos = torch.empty(self.batch, budget, device="cuda", dtype=torch.int32)
+        cnt = torch.empty(self.batch, device="cuda", dtype=torch.int32)
+        slots = torch.empty_like(pos)
+        select(self.q, self.kv, self.bt, self.seq_lens, self.scale, budget, 0.25, 4, pos, cnt, slots)
+        return pos, cnt, slots
+
+
+def sweep(cases: list[tuple[int, int, int]], peak) -> tuple[SparseDecodeTuning, list[dict]]:
+    grid = [SparseDecodeTuning(block_n=bn, num_warps=w, num_stages=st, target_programs=tp)
+            for bn, w, st, tp in itertools.product((64, 128), (4, 8), (3, 4), (264, 1024))]
+    bound = []
+    for batch, L, budget in cases:
+        c = Case(batch, L)
+        _, cnt, slots = c.selection_buffers(budget)
+        bound.append((c, cnt, slots, budget))
+    results = []
+    for t in grid:
+        times = []
+        for c, cnt, slots, budget in bound:
+            ws = torch.empty(max_workspace_numel(c.batch, HQ, HKV, D, budget, t), device="cuda", dtype=torch.float32)
+            try:
+                times.append(bench(lambda: sparse_decode(c.q, c.kv, slots, cnt, c.scale, c.out, ws, t), rep=40))
+            except Exception as e:  # e.g. out of shared memory for this shape
+                times.append(float("inf"))
+                print(f"  {t}: {type(e).__name__}", flush=True)
+        gbps = [c.batch * budget * KV_BYTES_PER_TOKEN / ms / 1e6 for (c, _, _, budget), ms in zip(bound, times)]
+        results.append({"tuning": t.__dict__, "ms": times, "GBps": gbps, "total_ms": sum(times)})
+        print(f"sweep {t.block_n:4d} w{t.num_warps} s{t.num_stages} tp{t.target_programs:5d} | " + " | ".join(
+            f"{ms:6.3f} ms {g:6.0f} GB/s" + (f" {100 * g / peak:4.1f}%" if peak else "") for ms, g in zip(times, gbps)),
+            flush=True)
+    best = min(results, key=lambda r: r["total_ms"])
+    return SparseDecodeTuning(**best["tuning"]), results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--lengths", default="4096,8192,16384,32768,65536")
+    ap.add_argument("--budgets", default="1024,2048,4096")
+    ap.add_argument("--batches", default="1,8,32")
+    ap.add_argument("--no-sweep", action="store_true", help="use DEFAULT_TUNING")
+    args = ap.parse_args()
+    name = torch.cuda.get_device_name()
+    peak = next((v for k, v in PEAK_GBPS.items() if k in name), None)
+    result = {"device": name, "torch": torch.__version__, "triton": triton.__version__}
+    try:
+        import vllm
+
+        result["vllm"] = vllm.__version__
+    except ImportError:
+        pass
+
+    from lessismore_vllm.kernels import DEFAULT_TUNING
+
+    tuning = DEFAULT_TUNING
+    if not args.no_sweep:
+        tuning, result["sweep"] = sweep([(1, 16384, 2048), (8, 32768, 2048), (32, 16384, 2048)], peak)
+        print(f"best launch shape: {tuning}", flush=True)
+    result["tuning"] = tuning.__dict__
+
+    rows = []
+    for batch in map(int, args.batches.split(",")):
+        for L in map(int, args.lengths.split(",")):
+            if batch * L * KV_BYTES_PER_TOKEN > 24 << 30:
+                continue
+            c = Case(batch, L)
+            t_fa3 = bench(c.fa3)
+            try:
+                t_triton = bench(c.triton_decode)
+            except Exception as e:
+                t_triton = None
+                print(f"vLLM Triton decode unavailable: {type(e).__name__}: {e}", flush=True)
+            dense_bytes = batch * L * KV_BYTES_PER_TOKEN
+            for budget in map(int, args.budgets.split(",")):
+                if budget >= L:
+                    continue
+                pos, cnt, slots = c.selection_buffers(budget)
+                ws = torch.empty(max_workspace_numel(batch, HQ, HKV, D, budget, tuning), device="cuda",
+                                 dtype=torch.float32)
+                t_sparse = bench(lambda: sparse_decode(c.q, c.kv, slots, cnt, c.scale, c.out, ws, tuning))
+                t_select = bench(lambda: select(c.q, c.kv, c.bt, c.seq_lens, c.scale, budget, 0.25, 4, pos, cnt, slots,
+                                                method="triton"))
+                t_select_torch = bench(lambda: select(c.q, c.kv, c.bt, c.seq_lens, c.scale, budget, 0.25, 4, pos, cnt,
+                                                      slots, method="torch"))
+                width = c.bt.shape[1] * BS
+                t_logits = bench(lambda: decode_logits(c.q, c.kv, c.bt, c.seq_lens, c.scale, width, fill_tail=False))
+                logits = decode_logits(c.q, c.kv, c.bt, c.seq_lens, c.scale, width)
+                t_union = bench(lambda: select_tokens_batched(logits, c.seq_lens, budget, 0.25, 4, pos, cnt))
+                t_slots = bench(lambda: slots_from_positions(c.bt, pos, BS, slots))
+                sparse_bytes = batch * budget * (KV_BYTES_PER_TOKEN + 4)
+                row = {
+                    "batch": batch, "L": L, "budget": budget,
+                    "fa3_ms": t_fa3, "fa3_GBps": dense_bytes / t_fa3 / 1e6,
+                    "triton_ms": t_triton, "triton_GBps": t_triton and dense_bytes / t_triton / 1e6,
+                    "sparse_ms": t_sparse, "sparse_GBps": sparse_bytes / t_sparse / 1e6,
+                    "sparse_speedup_vs_fa3": t_fa3 / t_sparse,
+                    "sparse_speedup_vs_triton": t_triton and t_triton / t_sparse,
+                    "selection_step_ms": t_select, "selection_logits_ms": t_logits,
+                    "selection_step_torch_union_ms": t_select_torch, "torch_union_only_ms": t_union,
+                    "torch_slots_only_ms": t_slots,
+                    "selection_layer_vs_dense_layer": (t_fa3 + t_select) / t_fa3,
+                }
+                if peak:
+                    for k in ("fa3", "triton", "sparse"):
+                        if row[f"{k}_GBps"]:
+                            row[f"{k}_pct_peak"] = 100 * row[f"{k}_GBps"] / peak
+                rows.append(row)
+                print(f"B={batch:3d} L={L:6d} K={budget:5d} | FA3 {t_fa3:7.3f} ms {row['fa3_GBps']:5.0f} GB/s | "
+                      f"triton {t_triton or 0:7.3f} | sparse {t_sparse:6.3f} ms {row['sparse_GBps']:5.0f} GB/s "
+                      f"({row.get('sparse_pct_peak', 0):4.1f}%) x{row['sparse_speedup_vs_fa3']:5.2f} vs FA3 | "
+                      f"select {t_select:6.3f} (logits {t_logits:.3f}; torch-union variant {t_select_torch:.3f}) "
+                      f"layer {row['selection_layer_vs_dense_layer']:5.2f}x dense", flush=True)
+            del c
+            torch.cuda.empty_cache()
+    result["rows"] = rows
+    Path(args.out, "bench_kernels.json").write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
