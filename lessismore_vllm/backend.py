@@ -24,7 +24,7 @@ from vllm.v1.attention.backend import (
 from lessismore_vllm import compat, trace
 from lessismore_vllm.config import LayerRole, LessIsMoreConfig, from_vllm_config
 from lessismore_vllm.reference import attend, decode_logits, gather_kv, write_kv
-from lessismore_vllm.selection import select_tokens
+from lessismore_vllm.selection import budget_split, rank_keys, union_from_keys
 from lessismore_vllm.stats import SparseStats
 
 logger = logging.getLogger("vllm.lessismore")
@@ -113,11 +113,20 @@ class LessIsMoreMetadataBuilder(AttentionMetadataBuilder[LessIsMoreMetadata]):
         self.slots = torch.zeros(max_seqs, width, dtype=torch.int32, device=device) if dense_cls else None
         layers = compat.attention_layers(vllm_config, layer_names)
         self.stats = SparseStats(device)
-        sparse_ids = self.config.layers_with_role(LayerRole.SPARSE)
+        roles = {compat.layer_index(name): self.config.role(compat.layer_index(name)) for name in layers}
+        if roles and roles[min(roles)] is LayerRole.SPARSE:
+            # Pipeline parallelism: this stage starts with a sparse layer but holds no selection of its own (the
+            # buffers are per stage), so its first layer selects.
+            roles[min(roles)] = LayerRole.SELECT
+        first_sparse = min((i for i, r in roles.items() if r is LayerRole.SPARSE), default=None)
+        tp_rank, tp_size = compat.tp_rank_and_size()
+        if tp_size > 1 and dense_cls is not None and tp_rank == 0:
+            logger.warning("LessIsMore with tensor_parallel_size=%d on GPU has been tested on CPU workers only; "
+                           "the rank-key all-reduce under CUDA graphs is not yet validated", tp_size)
         for name, layer in layers.items():
             idx = compat.layer_index(name)
             # the first sparse layer counts the step (all sparse layers of a step attend the same amount)
-            layer.impl.setup(self.config.role(idx), self.config, self.stats if sparse_ids[:1] == [idx] else None)
+            layer.impl.setup(roles[idx], self.config, self.stats if idx == first_sparse else None, tp_rank, tp_size)
         self.workspace = None  # sparse-decode split partials, sized for the largest decode batch
         if dense_cls is not None and layers:
             from lessismore_vllm.kernels import max_workspace_numel
@@ -130,7 +139,9 @@ class LessIsMoreMetadataBuilder(AttentionMetadataBuilder[LessIsMoreMetadata]):
         if not _announced:
             _announced = True
             dense_name = dense_cls.get_name() if dense_cls else "torch-reference"
-            logger.info("LessIsMore active: %s dense_backend=%s", self.config.summary(), dense_name)
+            stage = "" if not roles or min(roles) == 0 else f" stage_layers={min(roles)}-{max(roles)}"
+            logger.info("LessIsMore active: %s dense_backend=%s tp=%d%s", self.config.summary(), dense_name, tp_size,
+                        stage)
 
     def build(self, common_prefix_len: int, common_attn_metadata, fast_build: bool = False) -> LessIsMoreMetadata:
         cm = common_attn_metadata
@@ -197,6 +208,7 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
         self.role = LayerRole.DENSE  # until the builder assigns roles
         self.config: LessIsMoreConfig | None = None
         self.stats: SparseStats | None = None
+        self.tp_size, self.head_offset, self.total_heads = 1, 0, num_heads
         dense_cls = compat.dense_backend_cls()
         self.dense_impl = (
             dense_cls.get_impl_cls()(
@@ -207,8 +219,16 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
             else None
         )
 
-    def setup(self, role: LayerRole, config: LessIsMoreConfig, stats: SparseStats | None = None) -> None:
+    def setup(self, role: LayerRole, config: LessIsMoreConfig, stats: SparseStats | None = None, tp_rank: int = 0,
+              tp_size: int = 1) -> None:
+        """Role and settings from the builder. Under tensor parallelism this rank's query heads are
+        [tp_rank * num_heads, (tp_rank + 1) * num_heads) of num_heads * tp_size (vLLM splits heads evenly)."""
         self.role, self.config, self.stats = role, config, stats
+        self.tp_size, self.head_offset, self.total_heads = tp_size, tp_rank * self.num_heads, self.num_heads * tp_size
+
+    def _combine_keys(self):
+        """The all-reduce that makes every TP rank select the same set (None without tensor parallelism)."""
+        return compat.tp_all_reduce_min_ if self.tp_size > 1 else None
 
     def do_kv_cache_update(self, layer, key, value, kv_cache, slot_mapping) -> None:
         if self.dense_impl is not None:
@@ -255,6 +275,7 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
             kernels.select(
                 query[:nd], kv_cache, m.block_table[:nd], m.seq_lens[:nd], self.scale,
                 cfg.budget, cfg.recency_ratio, cfg.sinks, m.positions, m.counts, m.slots,
+                total_heads=self.total_heads, head_offset=self.head_offset, combine_keys=self._combine_keys(),
             )
             if trace.PATH and not torch.cuda.is_current_stream_capturing():  # eager debugging only: syncs
                 trace.record(layer=layer.layer_name, role="selection", seq_lens=m.seq_lens[:nd].tolist(),
@@ -272,7 +293,7 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
     def _forward_reference(self, layer, query, kv_cache, m, output):
         qsl = m.query_start_loc_cpu.tolist()
         seq_lens = m.seq_lens.tolist()
-        cfg = self.config
+        selecting = []  # (row, context length, decode logits) of this selection layer's decode rows
         for i in range(m.num_reqs):
             a, b = qsl[i], qsl[i + 1]
             L = seq_lens[i]
@@ -294,9 +315,33 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
             q_pos = torch.arange(L - (b - a), L)
             output[a:b] = attend(q, k, v, self.scale, q_pos, torch.arange(L)).to(output.dtype)
             if is_decode and self.role is LayerRole.SELECT:
-                chosen = select_tokens(decode_logits(q[0], k, self.scale), cfg.budget, cfg.recency_ratio, cfg.sinks)
-                m.positions[i, : chosen.numel()] = chosen.to(torch.int32)
-                m.counts[i] = chosen.numel()
-                if trace.PATH:
-                    trace.record(layer=layer.layer_name, role="selection", row=i, seq_len=L, selected=chosen.tolist())
+                selecting.append((i, L, decode_logits(q[0], k, self.scale)))
+        if selecting:
+            self._select_reference(layer, selecting, m)
         return output
+
+    def _select_reference(self, layer, rows, m) -> None:
+        """select_tokens for each row, as rank keys + union so that tensor-parallel ranks can take the MIN of
+        their keys (one all-reduce for all rows) and select the same set."""
+        cfg = self.config
+        split = budget_split(cfg.budget + 1, cfg.budget, cfg.recency_ratio, cfg.sinks)  # every row > budget
+        long_rows = [(i, L, logits) for i, L, logits in rows if L > cfg.budget]
+        keys = None
+        if long_rows:
+            keys = torch.full((len(long_rows), max(L for _, L, _ in long_rows)), 2**31 - 1, dtype=torch.int64)
+            for j, (_, L, logits) in enumerate(long_rows):
+                keys[j, :L] = rank_keys(logits, split, self.total_heads, self.head_offset)
+            if self.tp_size > 1:
+                compat.tp_all_reduce_min_(keys)
+        j = 0
+        for i, L, _ in rows:
+            if L > cfg.budget:
+                chosen = union_from_keys(keys[j, :L], split)
+                j += 1
+            else:
+                chosen = torch.arange(L)
+            m.positions[i, : chosen.numel()] = chosen.to(torch.int32)
+            m.counts[i] = chosen.numel()
+            if trace.PATH:
+                trace.record(layer=layer.layer_name, role="selection", row=i, seq_len=L, selected=chosen.tolist(),
+                             tp_rank=self.head_offset // self.num_heads)

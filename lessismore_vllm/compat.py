@@ -179,3 +179,29 @@ def vllm_distribution_alias() -> None:
 
     version._lessismore_alias = True
     md.version = version
+
+
+def tp_rank_and_size() -> tuple[int, int]:
+    """This worker's tensor-parallel rank and the group size ((0, 1) where vLLM's distributed state is not set up)."""
+    try:
+        from vllm.distributed import get_tensor_model_parallel_rank, get_tensor_model_parallel_world_size
+
+        return get_tensor_model_parallel_rank(), get_tensor_model_parallel_world_size()
+    except (AssertionError, ImportError, RuntimeError):
+        return 0, 1
+
+
+def tp_all_reduce_min_(tensor) -> None:
+    """In-place element-wise MIN over the tensor-parallel group, no host sync.
+
+    CUDA: vLLM's PyNccl communicator of the TP group (the one vLLM captures in CUDA graphs). Elsewhere (CPU:
+    gloo): torch.distributed on the group's device group."""
+    import torch.distributed as dist
+    from vllm.distributed.parallel_state import get_tp_group
+
+    group = get_tp_group()
+    pynccl = getattr(getattr(group, "device_communicator", None), "pynccl_comm", None)
+    if tensor.is_cuda and pynccl is not None and not getattr(pynccl, "disabled", True):
+        tensor.copy_(pynccl.all_reduce(tensor, op=dist.ReduceOp.MIN))
+        return
+    dist.all_reduce(tensor, op=dist.ReduceOp.MIN, group=group.device_group)

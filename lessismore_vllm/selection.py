@@ -6,7 +6,7 @@ with static shapes and no host sync, so the GPU path can run it inside CUDA grap
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -37,15 +37,32 @@ def select_tokens(logits: torch.Tensor, budget: int, recency_ratio: float = 0.25
     if budget >= L:
         return torch.arange(L, dtype=torch.long)
     split = budget_split(L, budget, recency_ratio, sinks)
-    cand_lo, cand_hi = split.sinks, L - split.recent  # sinks and the recent window are not candidates
-    # Rank-major union as a key: token t gets min over heads h of rank_h(t) * Hq + h; smaller = earlier in the
-    # walk (rank 0 of head 0, rank 0 of head 1, ..., rank 1 of head 0, ...). Keys are unique per token.
+    return union_from_keys(rank_keys(logits, split), split)
+
+
+def rank_keys(logits: torch.Tensor, split: BudgetSplit, total_heads: int | None = None,
+              head_offset: int = 0) -> torch.Tensor:
+    """The rank-major union as one key per token: token t gets min over heads h of rank_h(t) * Hq + h; smaller =
+    earlier in the walk (rank 0 of head 0, rank 0 of head 1, ..., rank 1 of head 0, ...). Keys are unique per
+    token; INT32_MAX = in no head's top-mid. Sinks and the recent window are not candidates.
+
+    Under tensor parallelism each rank holds heads [head_offset, head_offset + Hq_local) of total_heads: the
+    element-wise min of every rank's keys is the key of all heads, so each rank then selects the same set."""
+    num_heads, L = logits.shape
+    total_heads = total_heads or num_heads
+    cand_lo, cand_hi = split.sinks, L - split.recent
     key = torch.full((L,), INT32_MAX, dtype=torch.int64)
     for h in range(num_heads):
         # Stable descending sort: ties inside a head go to the lower position first.
         order = torch.sort(logits[h, cand_lo:cand_hi].float(), descending=True, stable=True).indices[: split.mid]
-        ranks = torch.arange(split.mid, dtype=torch.int64)
-        key[cand_lo + order] = torch.minimum(key[cand_lo + order], ranks * num_heads + h)
+        ranks = torch.arange(order.numel(), dtype=torch.int64)
+        key[cand_lo + order] = torch.minimum(key[cand_lo + order], ranks * total_heads + head_offset + h)
+    return key
+
+
+def union_from_keys(key: torch.Tensor, split: BudgetSplit) -> torch.Tensor:
+    """Sinks + the `mid` smallest rank keys + the recent window, ascending."""
+    L = key.numel()
     union = torch.sort(key, stable=True).indices[: split.mid]
     chosen = torch.cat([torch.arange(split.sinks), union, torch.arange(L - split.recent, L)])
     return torch.sort(chosen).values
@@ -59,6 +76,9 @@ def select_tokens_batched(
     sinks: int = 4,
     out_positions: torch.Tensor | None = None,
     out_counts: torch.Tensor | None = None,
+    total_heads: int | None = None,
+    head_offset: int = 0,
+    combine_keys: Callable[[torch.Tensor], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The same rule for a batch, with shapes fixed by (B, Hq, N, budget) only: CUDA-graph safe.
 
@@ -81,10 +101,13 @@ def select_tokens_batched(
             is_candidate = (t >= split.sinks) & (t < L.view(B, 1, 1) - split.recent)
             scores = logits.float().masked_fill(~is_candidate, float("-inf"))
             top = torch.topk(scores, split.mid, dim=-1, sorted=True).indices  # [B, Hq, mid], rank order
-            ranks = torch.arange(split.mid, device=device).view(1, 1, -1) * num_heads
-            keys = (ranks + torch.arange(num_heads, device=device).view(1, -1, 1)).expand(B, -1, -1)
+            ranks = torch.arange(split.mid, device=device).view(1, 1, -1) * (total_heads or num_heads)
+            heads = torch.arange(head_offset, head_offset + num_heads, device=device).view(1, -1, 1)
+            keys = (ranks + heads).expand(B, -1, -1)
             key = torch.full((B, N), INT32_MAX, device=device, dtype=torch.int64)
             key.scatter_reduce_(1, top.reshape(B, -1), keys.reshape(B, -1), reduce="amin")
+            if combine_keys is not None:  # tensor parallelism: MIN over the ranks' keys (see rank_keys)
+                combine_keys(key)
             parts.append(torch.topk(key, split.mid, dim=-1, largest=False, sorted=False).indices)
         parts.append(L - split.recent + pos[:, : split.recent])
         sparse = torch.sort(torch.cat(parts, dim=1), dim=1).values

@@ -17,8 +17,6 @@ def unsupported_reasons(vllm_config) -> list[str]:
         reasons.append(f"kv_cache_dtype={cc.cache_dtype} (use --kv-cache-dtype auto)")
     if getattr(vllm_config, "speculative_config", None) is not None:
         reasons.append("speculative decoding (drop --speculative-config)")
-    if getattr(pc, "tensor_parallel_size", 1) > 1:
-        reasons.append(f"tensor_parallel_size={pc.tensor_parallel_size} (use 1)")
     if getattr(pc, "pipeline_parallel_size", 1) > 1:
         reasons.append(f"pipeline_parallel_size={pc.pipeline_parallel_size} (use 1)")
     if getattr(mc, "use_mla", False):

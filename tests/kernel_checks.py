@@ -87,3 +87,40 @@ def check_select(seq_lens, num_heads, num_kv_heads, head_dim, budget, dtype, dev
         want_slots = (bt[want // block_size] * block_size + want % block_size).tolist()
         assert out_slots[b, : want.numel()].cpu().tolist() == want_slots
     assert torch.all(out_cnt[B:] == -1) and torch.all(out_slots[B:] == -1), "rows past the batch untouched"
+
+
+def check_select_tensor_parallel(seq_lens, num_heads, num_kv_heads, head_dim, budget, device, tp=2, method="auto",
+                                 block_size=16, seed=0):
+    """Tensor parallelism simulated in one process: rank r holds query heads [r*Hq/tp, (r+1)*Hq/tp) and its KV
+    heads; the ranks' rank keys are combined with an element-wise MIN (the all-reduce). Every rank must then
+    select exactly what one device with all heads selects."""
+    from lessismore_vllm.kernels import select
+
+    g = torch.Generator().manual_seed(seed + 3)
+    kv_cache, block_table = paged_setup(seq_lens, num_kv_heads, head_dim, block_size, torch.float32, device, seed)
+    B = len(seq_lens)
+    query = torch.randn(B, num_heads, head_dim, generator=g).to(device)
+    seq = torch.tensor(seq_lens, dtype=torch.int32, device=device)
+    scale = head_dim**-0.5
+
+    def run(q, kv, **tp_args):
+        pos = torch.zeros(B, budget, dtype=torch.int32, device=device)
+        cnt = torch.zeros(B, dtype=torch.int32, device=device)
+        select(q, kv, block_table, seq, scale, budget, 0.25, 4, pos, cnt, method=method, **tp_args)
+        return [pos[b, : int(cnt[b])].tolist() for b in range(B)]
+
+    want = run(query, kv_cache)
+    hq, hkv = num_heads // tp, num_kv_heads // tp
+    shards = [(query[:, r * hq:(r + 1) * hq], kv_cache[:, r * hkv:(r + 1) * hkv]) for r in range(tp)]
+    local = [[] for _ in range(tp)]  # each rank's keys, per all-reduce call
+    for r, (q, kv) in enumerate(shards):
+        run(q, kv, total_heads=num_heads, head_offset=r * hq, combine_keys=lambda k, r=r: local[r].append(k.clone()))
+    assert local[0], "the selection asked for the all-reduce"
+    for r, (q, kv) in enumerate(shards):
+        calls = iter(range(len(local[0])))
+
+        def all_reduce_min(k):
+            i = next(calls)
+            k.copy_(torch.stack([keys[i] for keys in local]).min(dim=0).values)
+
+        assert run(q, kv, total_heads=num_heads, head_offset=r * hq, combine_keys=all_reduce_min) == want, r

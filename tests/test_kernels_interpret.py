@@ -50,3 +50,10 @@ def test_select_ties_and_rows_longer_than_one_tile():
 
 def test_select_torch_fallback_matches_oracle():
     check_select([80, 0, 16, 15, 17, 130], 8, 2, 64, budget=16, dtype=torch.float32, device=DEVICE, method="torch")
+
+
+@pytest.mark.parametrize("method", ["triton", "torch"])
+def test_select_tensor_parallel_ranks_agree_with_one_device(method):
+    from kernel_checks import check_select_tensor_parallel
+
+    check_select_tensor_parallel([300, 0, 70, 12], 8, 4, 32, budget=40, device=DEVICE, method=method)

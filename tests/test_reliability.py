@@ -93,7 +93,7 @@ def test_unusual_requests(tiny_models):
     [
         ({"speculative_config": {"method": "ngram", "num_speculative_tokens": 2, "prompt_lookup_max": 3}},
          "speculative decoding"),
-        ({"tensor_parallel_size": 2}, "tensor_parallel_size=2"),
+        ({"pipeline_parallel_size": 2}, "pipeline_parallel_size=2"),
     ],
 )
 def test_unsupported_setups_fail_clearly(tiny_models, engine, needle):

@@ -96,3 +96,19 @@ def test_batched_matches_oracle(num_heads, budget, ratio, sinks):
         assert int(cnt[b]) == want.numel()
         assert pos[b, : want.numel()].tolist() == want.tolist()
     assert torch.all(out_cnt[len(seq_lens):] == -7), "rows past the batch are untouched"
+
+
+@pytest.mark.parametrize("tp", [2, 4])
+@pytest.mark.parametrize("ties", [False, True])
+def test_rank_keys_combined_across_tensor_parallel_ranks(tp, ties):
+    """Each TP rank holds a contiguous slice of the query heads; the element-wise min of the ranks' keys (what the
+    all-reduce MIN computes) gives exactly the single-device selection."""
+    from lessismore_vllm.selection import rank_keys, union_from_keys
+
+    for seed, (num_heads, L, budget) in enumerate([(8, 300, 40), (32, 1000, 128), (4, 90, 17)]):
+        logits = random_logits(num_heads, L, ties, seed)
+        split = budget_split(L, budget)
+        local = num_heads // tp
+        keys = [rank_keys(logits[r * local:(r + 1) * local], split, num_heads, r * local) for r in range(tp)]
+        combined = torch.stack(keys).min(dim=0).values
+        assert torch.equal(union_from_keys(combined, split), select_tokens(logits, budget))

@@ -15,6 +15,8 @@ static-shape torch form (lessismore_vllm.selection.select_tokens_batched).
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import triton
 import triton.language as tl
@@ -108,8 +110,8 @@ def _kth_largest(ptr, lo, hi, k, IS_LOGIT: tl.constexpr, KEY_CAP: tl.constexpr, 
 @triton.jit
 def _head_topk_kernel(
     logits_ptr, seq_lens_ptr, scratch_ptr, keys_ptr,
-    stride_lt, stride_lh, stride_st, stride_sh, stride_kt,
-    NUM_HEADS: tl.constexpr, BUDGET: tl.constexpr, MID: tl.constexpr, MID_PAD: tl.constexpr,
+    stride_lt, stride_lh, stride_st, stride_sh, stride_kt, head_offset,
+    TOTAL_HEADS: tl.constexpr, BUDGET: tl.constexpr, MID: tl.constexpr, MID_PAD: tl.constexpr,
     SINKS: tl.constexpr, RECENT: tl.constexpr, BLOCK: tl.constexpr,
 ):
     row = tl.program_id(0)
@@ -141,8 +143,8 @@ def _head_topk_kernel(
         packed = tl.load(scratch + ranks, mask=ranks < MID, other=-9223372036854775807)
         ordered = tl.sort(packed, descending=True)
         pos = 4294967295 - (ordered & 4294967295)
-        tl.atomic_min(keys_ptr + row.to(tl.int64) * stride_kt + pos, (ranks * NUM_HEADS + head).to(tl.int32),
-                      mask=ranks < MID)
+        key = ranks * TOTAL_HEADS + head_offset + head  # global head index under tensor parallelism
+        tl.atomic_min(keys_ptr + row.to(tl.int64) * stride_kt + pos, key.to(tl.int32), mask=ranks < MID)
 
 
 @triton.jit
@@ -227,11 +229,17 @@ def select(
     out_counts: torch.Tensor,
     out_slots: torch.Tensor | None = None,
     method: str = "auto",
+    total_heads: int | None = None,
+    head_offset: int = 0,
+    combine_keys: Callable[[torch.Tensor], None] | None = None,
 ) -> None:
     """Write each decode row's selected positions (ascending) and counts, and their physical cache slots, into
     the builder's buffers. No host sync. method: "triton" (the three kernels), "torch" (logits kernel +
-    select_tokens_batched), "auto" = triton unless mid > MAX_SORTED_MID."""
+    select_tokens_batched), "auto" = triton unless mid > MAX_SORTED_MID.
+    Tensor parallelism: query holds heads [head_offset, head_offset + Hq_local) of total_heads, and
+    combine_keys(keys) must replace the per-row rank keys by their MIN over the ranks (an all-reduce)."""
     rows, num_heads, _ = query.shape
+    total_heads = total_heads or num_heads
     if rows == 0:
         return
     budget = min(budget, out_positions.shape[1])  # width < budget only when max_model_len < budget: all dense
@@ -251,7 +259,8 @@ def select(
                 logits = decode_logits(q, kv_cache, table, lens, scale, max_len)
             else:  # every row fits the budget: all positions, logits unused
                 logits = query.new_empty((r1 - r0, num_heads, 0))
-            select_tokens_batched(logits, lens, budget, recency_ratio, sinks, out_positions[r0:], out_counts[r0:])
+            select_tokens_batched(logits, lens, budget, recency_ratio, sinks, out_positions[r0:], out_counts[r0:],
+                                  total_heads, head_offset, combine_keys)
             slots_from_positions(table, out_positions[r0:r1, :budget], block_size, out_slots[r0:, :budget])
             continue
         keys = torch.full((r1 - r0, max_len), INT32_MAX, device=query.device, dtype=torch.int32)
@@ -260,11 +269,13 @@ def select(
             scratch = torch.empty(r1 - r0, num_heads, split.mid, device=query.device, dtype=torch.int64)
             _head_topk_kernel[(r1 - r0, num_heads)](
                 logits, lens, scratch, keys,
-                logits.stride(0), logits.stride(1), scratch.stride(0), scratch.stride(1), keys.stride(0),
-                NUM_HEADS=num_heads, BUDGET=budget, MID=split.mid, MID_PAD=triton.next_power_of_2(split.mid),
+                logits.stride(0), logits.stride(1), scratch.stride(0), scratch.stride(1), keys.stride(0), head_offset,
+                TOTAL_HEADS=total_heads, BUDGET=budget, MID=split.mid, MID_PAD=triton.next_power_of_2(split.mid),
                 SINKS=split.sinks, RECENT=split.recent, BLOCK=1024, num_warps=8,
             )
-        key_cap = max(255, split.mid * num_heads)
+            if combine_keys is not None:
+                combine_keys(keys)
+        key_cap = max(255, split.mid * total_heads)
         _union_kernel[(r1 - r0,)](
             keys, lens, table, out_positions[r0:], out_slots[r0:], out_counts[r0:],
             keys.stride(0), table.stride(0), out_positions.stride(0), out_slots.stride(0),

@@ -84,3 +84,10 @@ def test_select_and_sparse_decode_replay_in_cuda_graph():
         assert torch.equal(slots[b, : want.numel()].cpu(), slots_from_positions(bt[b : b + 1].cpu(), pos[b : b + 1, : want.numel()].cpu(), 16)[0])
     ref = sparse_decode_reference(q.cpu(), kv.cpu(), bt.cpu(), pos.cpu(), cnt.cpu(), 128**-0.5)
     torch.testing.assert_close(out.float().cpu(), ref, atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("method", ["triton", "torch"])
+def test_select_tensor_parallel(method):
+    from kernel_checks import check_select_tensor_parallel
+
+    check_select_tensor_parallel([5000, 0, 3000, 1500], 32, 8, 128, 1024, "cuda", tp=2, method=method)
