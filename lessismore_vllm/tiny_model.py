@@ -60,7 +60,7 @@ def write_tiny_model(
     if weights_std is not None:
         _write_random_weights(path, config, weights_std, seed)
     if tokenizer:
-        _write_tokenizer(path, vocab_size)
+        write_tokenizer(path, vocab_size)
     return path
 
 
@@ -72,7 +72,7 @@ def write_qwen3_8b_shape(path: str | Path, tokenizer: bool = False) -> Path:
     )
 
 
-def _write_tokenizer(path: Path, vocab_size: int) -> None:
+def write_tokenizer(path: Path, vocab_size: int) -> None:
     """A word-level tokenizer over the words w3..w{vocab-1} so text prompts and detokenized output work offline."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast

@@ -1,0 +1,44 @@
+"""The synthetic pointer-chasing task and its train -> save -> vLLM pipeline (a few steps on CPU: this checks the
+recipe, not how well the model learns; the trained model's numbers come from the GPU run)."""
+
+import pytest
+import torch
+
+from lessismore_vllm.synthetic import BOS, SEP, TaskConfig, chain_accuracy, eval_vllm, make_batch, make_example, train
+
+
+def test_example_follows_its_permutation():
+    task = TaskConfig(num_keys=50, min_pairs=20, max_pairs=20, chain=30)
+    prompt, answer = make_example(task, 20, torch.Generator().manual_seed(3))
+    assert prompt[0] == BOS and prompt[-2] == SEP and len(prompt) == 2 * 20 + 3
+    f = dict(zip(prompt[1:-2:2], prompt[2:-2:2]))
+    assert sorted(f) == sorted(f.values()), "the pairs form a permutation of the example's keys"
+    k = prompt[-1]
+    for a in answer:
+        assert a == f[k]
+        k = a
+    again = make_example(task, 20, torch.Generator().manual_seed(3))
+    assert again == (prompt, answer), "deterministic from the seed"
+
+
+def test_batch_labels_cover_exactly_the_chain():
+    task = TaskConfig(num_keys=40, min_pairs=10, max_pairs=12, chain=7)
+    ids, labels = make_batch(task, 3, torch.Generator().manual_seed(0))
+    assert ((labels != -100).sum(dim=1) == 7).all()
+    assert torch.equal(labels[:, -8:-1], ids[:, -7:])
+
+
+def test_chain_accuracy():
+    assert chain_accuracy([5, 6, 7, 8], [5, 6, 9, 8]) == (0.5, 0.75)
+
+
+@pytest.mark.engine
+def test_train_save_and_serve_through_vllm(tmp_path):
+    task = TaskConfig(num_keys=40, min_pairs=12, max_pairs=12, chain=10)
+    meta = train(tmp_path / "m", task, steps=6, batch=4, num_layers=4, hidden=128, heads=4, kv_heads=2, log_every=5)
+    assert meta["history"] and all(h["loss"] > 0 for h in meta["history"])
+    res = eval_vllm(str(tmp_path / "m"), task, 12, 3, budgets=[4096, 8])
+    s = res["settings"]
+    assert set(s) == {"dense", "lessismore-4096", "lessismore-8"} and not any("error" in v for v in s.values()), s
+    assert s["lessismore-4096"]["tokens"] == s["dense"]["tokens"], "budget >= context is dense"
+    assert all(v["mean_gen_length"] == 10 for v in s.values())
