@@ -33,6 +33,10 @@ def main() -> None:
     ap.add_argument("--max-pairs", type=int, default=1024)
     ap.add_argument("--chain", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init-from", help="continue from this saved model (curriculum stage)")
+    ap.add_argument("--log-every", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (CPU training)")
+    ap.add_argument("--no-eval", action="store_true")
     ap.add_argument("--eval-only", action="store_true")
     ap.add_argument("--eval-pairs", type=int, default=None, help="pairs per eval prompt (default: --max-pairs)")
     ap.add_argument("--eval-prompts", type=int, default=16)
@@ -41,11 +45,17 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     task = TaskConfig(args.num_keys, args.min_pairs, args.max_pairs, args.chain)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.eval_only:
         task = TaskConfig(**json.loads((out / "training.json").read_text())["task"])
     else:
         train(out, task, args.steps, args.batch, args.layers, args.hidden, args.heads, args.kv_heads, args.lr,
-              args.seed, args.device)
+              args.seed, args.device, args.log_every, args.init_from)
+    if args.no_eval:
+        return
     budgets = [int(b) for b in args.budgets.split(",") if b]
     result = eval_vllm(str(out), task, args.eval_pairs or task.max_pairs, args.eval_prompts, budgets,
                        engine=json.loads(args.engine))
