@@ -24,7 +24,7 @@ from vllm.v1.attention.backend import (
 from lessismore_vllm import compat, trace
 from lessismore_vllm.config import LayerRole, LessIsMoreConfig, from_vllm_config
 from lessismore_vllm.reference import attend, decode_logits, gather_kv, write_kv
-from lessismore_vllm.selection import budget_split, rank_keys, union_from_keys
+from lessismore_vllm.selection import INT32_MAX, budget_split, rank_keys, union_from_keys
 from lessismore_vllm.stats import SparseStats
 
 logger = logging.getLogger("vllm.lessismore")
@@ -113,7 +113,8 @@ class LessIsMoreMetadataBuilder(AttentionMetadataBuilder[LessIsMoreMetadata]):
         self.slots = torch.zeros(max_seqs, width, dtype=torch.int32, device=device) if dense_cls else None
         layers = compat.attention_layers(vllm_config, layer_names)
         self.stats = SparseStats(device)
-        roles = {compat.layer_index(name): self.config.role(compat.layer_index(name)) for name in layers}
+        index = {name: compat.layer_index(name) for name in layers}
+        roles = {i: self.config.role(i) for i in index.values()}
         if roles and roles[min(roles)] is LayerRole.SPARSE:
             # Pipeline parallelism: this stage starts with a sparse layer but holds no selection of its own (the
             # buffers are per stage), so its first layer selects.
@@ -124,7 +125,7 @@ class LessIsMoreMetadataBuilder(AttentionMetadataBuilder[LessIsMoreMetadata]):
             logger.warning("LessIsMore with tensor_parallel_size=%d on GPU has been tested on CPU workers only; "
                            "the rank-key all-reduce under CUDA graphs is not yet validated", tp_size)
         for name, layer in layers.items():
-            idx = compat.layer_index(name)
+            idx = index[name]
             # the first sparse layer counts the step (all sparse layers of a step attend the same amount)
             layer.impl.setup(roles[idx], self.config, self.stats if idx == first_sparse else None, tp_rank, tp_size)
         self.workspace = None  # sparse-decode split partials, sized for the largest decode batch
@@ -328,7 +329,7 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
         long_rows = [(i, L, logits) for i, L, logits in rows if L > cfg.budget]
         keys = None
         if long_rows:
-            keys = torch.full((len(long_rows), max(L for _, L, _ in long_rows)), 2**31 - 1, dtype=torch.int64)
+            keys = torch.full((len(long_rows), max(L for _, L, _ in long_rows)), INT32_MAX, dtype=torch.int64)
             for j, (_, L, logits) in enumerate(long_rows):
                 keys[j, :L] = rank_keys(logits, split, self.total_heads, self.head_offset)
             if self.tp_size > 1:

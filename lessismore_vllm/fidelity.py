@@ -87,13 +87,10 @@ def _attention(module, query, key, value, attention_mask, scaling=None, dropout=
     role = state.config.role(layer)
     if role is LayerRole.SELECT:
         state.mask = policy_mask(state.policy, logits, state.budget, state.config.recency_ratio, state.config.sinks)
-    if role is LayerRole.DENSE:
-        allowed = None
-    else:
-        allowed = state.mask
-        state.recall[layer] = float((probs * allowed).sum(dim=-1).mean())
-    if allowed is not None and role is LayerRole.SPARSE:
-        probs = logits.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
+    if role is not LayerRole.DENSE:  # dense attention mass on the set this step's selection allows
+        state.recall[layer] = float((probs * state.mask).sum(dim=-1).mean())
+    if role is LayerRole.SPARSE:
+        probs = logits.masked_fill(~state.mask, float("-inf")).softmax(dim=-1)
     out = torch.einsum("hl,hld->hd", probs, v)
     return out.to(query.dtype)[None, None], None
 

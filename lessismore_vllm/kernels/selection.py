@@ -22,11 +22,10 @@ import triton
 import triton.language as tl
 
 from lessismore_vllm.kernels.sparse_decode import slots_from_positions
-from lessismore_vllm.selection import budget_split, select_tokens_batched
+from lessismore_vllm.selection import INT32_MAX, budget_split, select_tokens_batched
 
 LOGITS_CHUNK_BYTES = 256 << 20  # bounds the transient [rows, Hq, N] fp32 logits of one chunk of decode rows
 MAX_SORTED_MID = 4096  # a head's top-mid list is sorted in registers: up to 4096 entries
-INT32_MAX = 2**31 - 1
 
 
 @triton.jit
