@@ -279,8 +279,10 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
                 total_heads=self.total_heads, head_offset=self.head_offset, combine_keys=self._combine_keys(),
             )
             if trace.PATH and not torch.cuda.is_current_stream_capturing():  # eager debugging only: syncs
-                trace.record(layer=layer.layer_name, role="selection", seq_lens=m.seq_lens[:nd].tolist(),
-                             counts=m.counts[:nd].tolist())
+                # the same per-row records as the CPU path, so one reader checks both (e.g. TP ranks agree)
+                for i, (L, n) in enumerate(zip(m.seq_lens[:nd].tolist(), m.counts[:nd].tolist())):
+                    trace.record(layer=layer.layer_name, role="selection", row=i, seq_len=L,
+                                 selected=m.positions[i, :n].tolist(), tp_rank=self.head_offset // self.num_heads)
         else:
             if trace.PATH and not torch.cuda.is_current_stream_capturing():
                 trace.record(layer=layer.layer_name, role="sparse", seq_lens=m.seq_lens[:nd].tolist(),

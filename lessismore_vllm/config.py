@@ -152,8 +152,8 @@ def resolve_config(
 
     budget = _int("budget", merged["budget"], 1, None)
     ratio = merged["recency_ratio"]
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio < 1.0:
-        raise LessIsMoreConfigError(f"lessismore: 'recency_ratio' must be a number in [0, 1), got {ratio!r}")
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio <= 1.0:
+        raise LessIsMoreConfigError(f"lessismore: 'recency_ratio' must be a number in [0, 1], got {ratio!r}")
     sinks = _int("sinks", merged["sinks"], 0, budget)
     dense = _layer_list("dense_layers", merged["dense_layers"], num_layers)
     select = _layer_list("selection_layers", merged["selection_layers"], num_layers)

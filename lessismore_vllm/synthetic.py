@@ -64,11 +64,12 @@ def make_batch(task: TaskConfig, batch: int, gen: torch.Generator) -> tuple[torc
     return seqs, labels
 
 
-def model_config(task: TaskConfig, num_layers: int, hidden: int, heads: int, kv_heads: int) -> dict[str, Any]:
+def model_config(task: TaskConfig, num_layers: int, hidden: int, heads: int, kv_heads: int,
+                 intermediate: int | None = None) -> dict[str, Any]:
     head_dim = hidden // heads
     return {
         "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": hidden,
-        "intermediate_size": 3 * hidden, "num_hidden_layers": num_layers, "num_attention_heads": heads,
+        "intermediate_size": intermediate or 3 * hidden, "num_hidden_layers": num_layers, "num_attention_heads": heads,
         "num_key_value_heads": kv_heads, "head_dim": head_dim, "vocab_size": task.vocab_size,
         "max_position_embeddings": 2 * (2 * task.max_pairs + task.chain + 8), "rms_norm_eps": 1e-6,
         "rope_theta": 100000.0, "tie_word_embeddings": True, "torch_dtype": "float32", "bos_token_id": BOS,
@@ -78,16 +79,19 @@ def model_config(task: TaskConfig, num_layers: int, hidden: int, heads: int, kv_
 
 def train(out: Path, task: TaskConfig, steps: int, batch: int, num_layers: int = 6, hidden: int = 256,
           heads: int = 8, kv_heads: int = 2, lr: float = 1e-3, seed: int = 0, device: str = "cpu",
-          log_every: int = 50, init_from: str | None = None) -> dict[str, Any]:
+          log_every: int = 50, init_from: str | None = None, intermediate: int | None = None,
+          save_dtype: str = "float32", max_seconds: float | None = None) -> dict[str, Any]:
     """Train with AdamW (warmup + cosine), save safetensors + config + tokenizer + training log into `out`.
-    init_from: a saved model of the same shape to continue from (a curriculum: short chains first)."""
+    init_from: a saved model of the same shape to continue from (a curriculum: short chains first).
+    save_dtype: "bfloat16" halves the files (the weights are trained in fp32 with bf16 autocast on GPU).
+    max_seconds: stop early (and still save) once training has run this long."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     from lessismore_vllm.tiny_model import write_tokenizer
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    cfg = model_config(task, num_layers, hidden, heads, kv_heads)
+    cfg = model_config(task, num_layers, hidden, heads, kv_heads, intermediate)
     model = Qwen3ForCausalLM(Qwen3Config(**{k: v for k, v in cfg.items() if k != "architectures"}))
     if init_from is not None:
         from safetensors.torch import load_file
@@ -101,7 +105,12 @@ def train(out: Path, task: TaskConfig, steps: int, batch: int, num_layers: int =
     use_bf16 = device.startswith("cuda")
     history, t0 = [], time.time()
     model.train()
+    stopped_at = None
     for step in range(steps):
+        if max_seconds is not None and time.time() - t0 > max_seconds:
+            stopped_at = step
+            print(f"time limit: stopping at step {step} of {steps}", flush=True)
+            break
         ids, labels = make_batch(task, batch, gen)
         ids, labels = ids.to(device), labels.to(device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
@@ -120,12 +129,13 @@ def train(out: Path, task: TaskConfig, steps: int, batch: int, num_layers: int =
                             "seconds": round(time.time() - t0, 1)})
             print(f"step {step:6d} loss {loss.item():.4f} acc {acc:.3f} ({time.time() - t0:.0f} s)", flush=True)
     out.mkdir(parents=True, exist_ok=True)
-    model.eval().to("cpu").save_pretrained(out, safe_serialization=True)
+    model.eval().to("cpu").to(getattr(torch, save_dtype)).save_pretrained(out, safe_serialization=True)
     (out / "config.json").write_text(json.dumps({**json.loads((out / "config.json").read_text()),
-                                                 "architectures": cfg["architectures"]}, indent=1))
+                                                 "architectures": cfg["architectures"], "torch_dtype": save_dtype},
+                                                indent=1))
     write_tokenizer(out, task.vocab_size)
     meta = {"task": asdict(task), "steps": steps, "batch": batch, "lr": lr, "seed": seed, "device": device,
-            "init_from": init_from,
+            "init_from": init_from, "stopped_early_at_step": stopped_at, "intermediate": cfg["intermediate_size"], "save_dtype": save_dtype,
             "layers": num_layers, "hidden": hidden, "heads": heads, "kv_heads": kv_heads, "history": history}
     (out / "training.json").write_text(json.dumps(meta, indent=1))
     return meta
@@ -138,10 +148,19 @@ def chain_accuracy(generated: list[int], answer: list[int]) -> tuple[float, floa
     return first_error / len(answer), right / len(answer)
 
 
+# Policies that the vLLM backend runs, as settings of the same selection rule (docs/fidelity.md): lessismore;
+# without the recency window (every slot ranked, no sinks); recency only (sinks + window, StreamingLLM-like).
+POLICIES = {"lessismore": {}, "lessismore_norecency": {"recency_ratio": 0.0}, "recency": {"recency_ratio": 1.0}}
+
+
 def eval_vllm(model_dir: str, task: TaskConfig, n_pairs: int, num_prompts: int, budgets: list[int], seed: int = 1,
-              engine: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Greedy chains through vLLM: dense (vLLM's default backend) and lessismore at each budget, one engine each
-    (fresh processes). Reports the mean solved prefix, the per-step accuracy and mean generation length."""
+              engine: dict[str, Any] | None = None, policies: list[str] | None = None,
+              parallel: int = 1) -> dict[str, Any]:
+    """Greedy chains through vLLM: dense (vLLM's default backend) and each policy at each budget, one engine each
+    (fresh processes, up to `parallel` at once). Reports the mean solved prefix, the per-step accuracy and mean
+    generation length per setting."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from lessismore_vllm.harness import run_in_subprocess
 
     gen = torch.Generator().manual_seed(seed)
@@ -150,21 +169,31 @@ def eval_vllm(model_dir: str, task: TaskConfig, n_pairs: int, num_prompts: int, 
     engine = {"max_model_len": max_len, **(engine or {})}
     prompts = [p for p, _ in examples]
     results = {"n_pairs": n_pairs, "context": len(prompts[0]) + task.chain, "chain": task.chain, "settings": {}}
-    for name, budget in [("dense", None)] + [(f"lessismore-{b}", b) for b in budgets]:
+    settings = [("dense", None, {})] + [
+        (f"{policy}-{b}" if policy != "lessismore" else f"lessismore-{b}", b, POLICIES[policy])
+        for policy in (policies or ["lessismore"]) for b in budgets
+    ]
+
+    def one(setting):
+        name, budget, extra = setting
         spec = {"model": model_dir, "prompts": prompts, "max_tokens": task.chain, "engine": dict(engine)}
         if budget is not None:
-            spec.update(backend="lessismore", lessismore={"budget": budget})
+            spec.update(backend="lessismore", lessismore={"budget": budget, **extra})
         out, _ = run_in_subprocess(spec)
         if "error" in out:
-            results["settings"][name] = {"error": out["error"]}
-            continue
+            return name, {"error": out["error"]}
         scores = [chain_accuracy(g, a) for g, (_, a) in zip(out["tokens"], examples)]
-        results["settings"][name] = {
-            "tokens": out["tokens"],
+        res = {
+            "policy": "dense" if budget is None else next(p for p, v in POLICIES.items() if v == extra),
+            "budget": budget, "tokens": out["tokens"],
             "solved_prefix": sum(s[0] for s in scores) / len(scores),
             "step_accuracy": sum(s[1] for s in scores) / len(scores),
             "mean_gen_length": sum(len(g) for g in out["tokens"]) / len(out["tokens"]),
         }
-        print(f"[{name}] " + json.dumps({k: v for k, v in results["settings"][name].items() if k != "tokens"}),
-              flush=True)
+        print(f"[{name}] " + json.dumps({k: v for k, v in res.items() if k != "tokens"}), flush=True)
+        return name, res
+
+    with ThreadPoolExecutor(max(1, parallel)) as ex:
+        for name, res in ex.map(one, settings):
+            results["settings"][name] = res
     return results

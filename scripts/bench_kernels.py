@@ -125,6 +125,32 @@ def sweep(cases: list[tuple[int, int, int]], peak) -> tuple[SparseDecodeTuning, 
     return SparseDecodeTuning(**best["tuning"]), results
 
 
+def profile_selection(batch: int, L: int, budget: int, iters: int = 20) -> dict:
+    """Mean GPU microseconds per selection step of each kernel (torch.profiler, eager launches): where it goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    c = Case(batch, L)
+    pos, cnt, slots = c.selection_buffers(budget)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(iters):
+            select(c.q, c.kv, c.bt, c.seq_lens, c.scale, budget, 0.25, 4, pos, cnt, slots, method="triton")
+        torch.cuda.synchronize()
+    per_kernel = {}
+    for e in prof.key_averages():
+        if e.device_type.name == "CUDA" or getattr(e, "device_time_total", 0) > 0:
+            t = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
+            if t > 0:
+                per_kernel[e.key[:60]] = round(t / iters, 2)
+    total = sum(per_kernel.values())
+    print(f"selection profile B={batch} L={L} K={budget}: {total:.1f} us of kernels per step", flush=True)
+    for k, us in sorted(per_kernel.items(), key=lambda kv: -kv[1]):
+        print(f"  {us:8.2f} us  {k}", flush=True)
+    del c
+    torch.cuda.empty_cache()
+    return {"batch": batch, "L": L, "budget": budget, "kernel_us_per_step": per_kernel, "total_us": total}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
@@ -132,6 +158,7 @@ def main() -> None:
     ap.add_argument("--budgets", default="1024,2048,4096")
     ap.add_argument("--batches", default="1,8,32")
     ap.add_argument("--no-sweep", action="store_true", help="use DEFAULT_TUNING")
+    ap.add_argument("--profile", default="", help="BxLxK,...: GPU time of each selection kernel (eager, profiler)")
     args = ap.parse_args()
     name = torch.cuda.get_device_name()
     peak = next((v for k, v in PEAK_GBPS.items() if k in name), None)
@@ -206,6 +233,8 @@ def main() -> None:
             del c
             torch.cuda.empty_cache()
     result["rows"] = rows
+    result["selection_profile"] = [profile_selection(*map(int, spec.split("x"))) for spec in args.profile.split(",")
+                                   if spec]
     Path(args.out, "bench_kernels.json").write_text(json.dumps(result, indent=1))
 
 

@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from lessismore_vllm.synthetic import TaskConfig, eval_vllm, train
+from lessismore_vllm.synthetic import POLICIES, TaskConfig, eval_vllm, train
 
 
 def main() -> None:
@@ -28,6 +28,8 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--heads", type=int, default=8)
     ap.add_argument("--kv-heads", type=int, default=2)
+    ap.add_argument("--intermediate", type=int, default=None, help="MLP width (default 3 x hidden)")
+    ap.add_argument("--save-dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--num-keys", type=int, default=1024)
     ap.add_argument("--min-pairs", type=int, default=256)
     ap.add_argument("--max-pairs", type=int, default=1024)
@@ -35,12 +37,15 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--init-from", help="continue from this saved model (curriculum stage)")
     ap.add_argument("--log-every", type=int, default=50)
+    ap.add_argument("--max-seconds", type=float, default=None, help="stop training early (and save) after this")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (CPU training)")
     ap.add_argument("--no-eval", action="store_true")
     ap.add_argument("--eval-only", action="store_true")
     ap.add_argument("--eval-pairs", type=int, default=None, help="pairs per eval prompt (default: --max-pairs)")
     ap.add_argument("--eval-prompts", type=int, default=16)
     ap.add_argument("--budgets", default="128,256,512")
+    ap.add_argument("--policies", default="lessismore", help="of " + ",".join(POLICIES))
+    ap.add_argument("--parallel", type=int, default=1, help="engines evaluated at once")
     ap.add_argument("--engine", default="{}", help="extra LLM(...) arguments as JSON")
     args = ap.parse_args()
     out = Path(args.out)
@@ -53,12 +58,13 @@ def main() -> None:
         task = TaskConfig(**json.loads((out / "training.json").read_text())["task"])
     else:
         train(out, task, args.steps, args.batch, args.layers, args.hidden, args.heads, args.kv_heads, args.lr,
-              args.seed, args.device, args.log_every, args.init_from)
+              args.seed, args.device, args.log_every, args.init_from, args.intermediate, args.save_dtype,
+              args.max_seconds)
     if args.no_eval:
         return
     budgets = [int(b) for b in args.budgets.split(",") if b]
     result = eval_vllm(str(out), task, args.eval_pairs or task.max_pairs, args.eval_prompts, budgets,
-                       engine=json.loads(args.engine))
+                       engine=json.loads(args.engine), policies=args.policies.split(","), parallel=args.parallel)
     (out / "eval.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
 

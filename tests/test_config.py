@@ -43,7 +43,7 @@ def test_explicit_keys_override_preset():
         ({"budget": 0}, "budget"),
         ({"budget": "big"}, "budget"),
         ({"budget": True}, "budget"),
-        ({"recency_ratio": 1.0}, "recency_ratio"),
+        ({"recency_ratio": 1.5}, "recency_ratio"),
         ({"recency_ratio": -0.1}, "recency_ratio"),
         ({"sinks": -1}, "sinks"),
         ({"dense_layers": [0, 36]}, "dense_layers"),

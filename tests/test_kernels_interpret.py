@@ -48,6 +48,22 @@ def test_select_ties_and_rows_longer_than_one_tile():
                  sinks=0)
 
 
+def test_select_programs_sharing_a_row_change_nothing(monkeypatch):
+    """Fewer programs than tiles: each loops over several tiles (how large batches run); same selection."""
+    from lessismore_vllm.kernels import selection
+
+    monkeypatch.setattr(selection, "SELECT_TARGET_PROGRAMS", 2)
+    monkeypatch.setattr(selection, "SELECT_TILE", 256)
+    check_select([1500, 0, 900, 700], 4, 2, 32, budget=300, dtype=torch.float32, device=DEVICE, ties=True)
+
+
+@pytest.mark.parametrize("recency_ratio", [0.0, 1.0])
+def test_select_without_window_or_without_ranking(recency_ratio):
+    """recency_ratio 0: every slot ranked (no sinks, no window); 1: sinks + recent window only."""
+    check_select([80, 0, 16, 17, 130], 8, 2, 64, budget=16, dtype=torch.float32, device=DEVICE,
+                 recency_ratio=recency_ratio)
+
+
 def test_select_torch_fallback_matches_oracle():
     check_select([80, 0, 16, 15, 17, 130], 8, 2, 64, budget=16, dtype=torch.float32, device=DEVICE, method="torch")
 

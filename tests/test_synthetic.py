@@ -35,10 +35,15 @@ def test_chain_accuracy():
 @pytest.mark.engine
 def test_train_save_and_serve_through_vllm(tmp_path):
     task = TaskConfig(num_keys=40, min_pairs=12, max_pairs=12, chain=10)
-    meta = train(tmp_path / "m", task, steps=6, batch=4, num_layers=4, hidden=128, heads=4, kv_heads=2, log_every=5)
+    meta = train(tmp_path / "m", task, steps=6, batch=4, num_layers=4, hidden=128, heads=4, kv_heads=2, log_every=5,
+                 intermediate=256, save_dtype="bfloat16")
     assert meta["history"] and all(h["loss"] > 0 for h in meta["history"])
-    res = eval_vllm(str(tmp_path / "m"), task, 12, 3, budgets=[4096, 8])
+    res = eval_vllm(str(tmp_path / "m"), task, 12, 3, budgets=[4096, 8], policies=["lessismore", "recency"],
+                    parallel=2)
     s = res["settings"]
-    assert set(s) == {"dense", "lessismore-4096", "lessismore-8"} and not any("error" in v for v in s.values()), s
-    assert s["lessismore-4096"]["tokens"] == s["dense"]["tokens"], "budget >= context is dense"
+    assert set(s) == {"dense", "lessismore-4096", "lessismore-8", "recency-4096", "recency-8"}, s
+    assert not any("error" in v for v in s.values()), s
+    for name in ("lessismore-4096", "recency-4096"):
+        assert s[name]["tokens"] == s["dense"]["tokens"], f"{name}: budget >= context is dense"
+    assert s["recency-8"]["policy"] == "recency" and s["recency-8"]["budget"] == 8
     assert all(v["mean_gen_length"] == 10 for v in s.values())

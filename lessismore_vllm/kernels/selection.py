@@ -1,16 +1,20 @@
-"""Selection-layer step on GPU, in three kernels (reference: lessismore_vllm.selection.select_tokens applied to
+"""Selection-layer step on GPU (reference: lessismore_vllm.selection.select_tokens applied to
 reference.decode_logits):
 
 1. `_decode_logits_kernel`: logits of each decode query against its keys, read through the block table.
-2. `_head_topk_kernel`, one program per (row, query head): the head's top-`mid` candidates by radix select
-   (exact, ties to the lower position), sorted into rank order, scattered as rank keys rank * Hq + head into a
-   per-row [L] int32 buffer with atomic min: the design note's rank-key form of the rank-major union.
-3. `_union_kernel`, one program per row: the `mid` smallest rank keys (radix select again; keys are unique),
-   collected in position order between the sinks and the recent window, written with their physical cache slots
-   into the builder's buffers. Rows whose context fits the budget get every position.
-Loops run to each row's real length read on the device, so the cost follows the context, not max_model_len,
-and nothing syncs with the host (CUDA-graph safe). Budgets whose `mid` exceeds MAX_SORTED_MID fall back to the
-static-shape torch form (lessismore_vllm.selection.select_tokens_batched).
+2. Each (row, query head)'s top-`mid` logits by a radix select split across many programs: 4 rounds of 8-bit
+   digit histograms summed into a per-head global histogram (`_radix_hist_kernel`), per-tile counts above and at
+   the threshold (`_radix_count_kernel`), and `_radix_collect_kernel`, which writes the winners in position order
+   (ties to the lower position, as in the oracle). `_rank_keys_kernel` sorts each head's list into rank order and
+   scatters rank keys rank * Hq + head into a per-row [L] int32 buffer with atomic min: the design note's rank-key
+   form of the rank-major union.
+3. The union: the same radix select over each row's rank keys (unique, so no ties) picks the `mid` smallest and
+   writes their positions and physical cache slots, in position order, between the sinks and the recent window
+   (`_fixed_positions_kernel`, which also fills rows that fit the budget with every position).
+Every kernel reads each row's real length on the device and skips tiles past it, so the cost follows the context,
+not max_model_len, and nothing syncs with the host (CUDA-graph safe). The work of one row is spread over up to
+SELECT_TARGET_PROGRAMS programs, so a batch of one uses the whole GPU. Budgets whose `mid` exceeds MAX_SORTED_MID
+fall back to the static-shape torch form (lessismore_vllm.selection.select_tokens_batched).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from lessismore_vllm.selection import INT32_MAX, budget_split, select_tokens_bat
 
 LOGITS_CHUNK_BYTES = 256 << 20  # bounds the transient [rows, Hq, N] fp32 logits of one chunk of decode rows
 MAX_SORTED_MID = 4096  # a head's top-mid list is sorted in registers: up to 4096 entries
+SELECT_TILE = 1024  # keys per tile of the radix-select kernels
+SELECT_TARGET_PROGRAMS = 4096  # programs per radix-select launch, when there are enough tiles
 
 
 @triton.jit
@@ -69,76 +75,156 @@ def _decode_logits_kernel(
 
 @triton.jit
 def _radix_key(ptr, offs, mask, IS_LOGIT: tl.constexpr, KEY_CAP: tl.constexpr):
-    """Keys as non-negative int64 whose order is the selection order (larger = preferred).
-    Logits: fp32 bits mapped to an order-preserving integer in [0, 2^32). Rank keys: KEY_CAP - min(key, KEY_CAP),
-    so smaller rank keys are larger and unset entries (INT32_MAX) become 0."""
+    """Keys as uint32 whose order is the selection order (larger = preferred; 32-bit, as 64-bit integer math is
+    emulated on GPUs). Logits: fp32 bits made order-preserving (negatives flipped whole, positives get the sign bit).
+    Rank keys: KEY_CAP - min(key, KEY_CAP), so smaller rank keys are larger and unset entries (INT32_MAX) 0."""
     if IS_LOGIT:
-        bits = tl.load(ptr + offs, mask=mask, other=0.0).to(tl.int32, bitcast=True)
-        ordered = tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)  # negative floats: reverse their magnitude order
-        return ordered.to(tl.int64) + 2147483648
+        bits = tl.load(ptr + offs, mask=mask, other=0.0).to(tl.uint32, bitcast=True)
+        return bits ^ tl.where((bits >> 31) != 0, 0xFFFFFFFF, 0x80000000)
     else:
         key = tl.load(ptr + offs, mask=mask, other=2147483647)
-        return KEY_CAP - tl.minimum(key, KEY_CAP).to(tl.int64)
+        return (KEY_CAP - tl.minimum(key, KEY_CAP)).to(tl.uint32)
 
 
 @triton.jit
-def _kth_largest(ptr, lo, hi, k, IS_LOGIT: tl.constexpr, KEY_CAP: tl.constexpr, ROUNDS: tl.constexpr,
-                 BLOCK: tl.constexpr):
-    """Radix select, 8 bits a round from the top: the k-th largest key in ptr[lo:hi] (k <= hi - lo), and how many
-    keys equal to it belong to the top k."""
-    bins = tl.arange(0, 512)
-    prefix = lo.to(tl.int64) * 0
-    for r in tl.static_range(ROUNDS):
-        shift = (ROUNDS - 1 - r) * 8
-        counts = tl.zeros([512], dtype=tl.int32)
-        for n0 in range(lo, hi, BLOCK):
-            offs = n0 + tl.arange(0, BLOCK)
-            m = offs < hi
-            u = _radix_key(ptr, offs, m, IS_LOGIT, KEY_CAP)
-            match = m & ((u >> (shift + 8)) == (prefix >> (shift + 8)))
-            digit = tl.where(match, ((u >> shift) & 255).to(tl.int32), 256)  # 256..511: not counted
-            counts += tl.histogram(digit, 512)
-        counts = tl.where(bins < 256, counts, 0)
+def _radix_prefix(hist_ptr, k, DONE: tl.constexpr, ROUNDS: tl.constexpr):
+    """Replays the first DONE rounds of a radix select from their 256-bin histograms: the key prefix fixed so far
+    (the k-th largest key once DONE == ROUNDS), and how many keys equal to that prefix still belong to the top k."""
+    bins = tl.arange(0, 256)
+    prefix = (k * 0).to(tl.uint32)
+    for r in tl.static_range(DONE):
+        counts = tl.load(hist_ptr + r * 256 + bins)
         at_least = tl.sum(counts, axis=0) - tl.cumsum(counts, axis=0) + counts  # keys with this digit or above
-        chosen = tl.max(tl.where((at_least >= k) & (bins < 256), bins, -1), axis=0)
+        chosen = tl.max(tl.where(at_least >= k, bins, -1), axis=0)
         k = k - tl.sum(tl.where(bins > chosen, counts, 0), axis=0)
-        prefix = prefix + (chosen.to(tl.int64) << shift)
+        prefix = prefix + (chosen.to(tl.uint32) << ((ROUNDS - 1 - r) * 8))
     return prefix, k
 
 
 @triton.jit
-def _head_topk_kernel(
-    logits_ptr, seq_lens_ptr, scratch_ptr, keys_ptr,
-    stride_lt, stride_lh, stride_st, stride_sh, stride_kt, head_offset,
-    TOTAL_HEADS: tl.constexpr, BUDGET: tl.constexpr, MID: tl.constexpr, MID_PAD: tl.constexpr,
-    SINKS: tl.constexpr, RECENT: tl.constexpr, BLOCK: tl.constexpr,
+def _segment(row, seg, seq_lens_ptr, data_ptr, hist_ptr, stride_dr, stride_ds, stride_hr, stride_hs,
+             BUDGET: tl.constexpr, SINKS: tl.constexpr, RECENT: tl.constexpr):
+    """A segment = one (row, query head) logit row, or one row of rank keys: its candidate range [lo, hi) (empty
+    when the row fits the budget) and its data and histogram pointers."""
+    L = tl.load(seq_lens_ptr + row)
+    lo = SINKS + L * 0
+    hi = tl.where(L > BUDGET, L - RECENT, lo)
+    data = data_ptr + row.to(tl.int64) * stride_dr + seg * stride_ds
+    hist = hist_ptr + row.to(tl.int64) * stride_hr + seg * stride_hs
+    return lo, hi, data, hist
+
+
+@triton.jit
+def _radix_hist_kernel(
+    data_ptr, seq_lens_ptr, hist_ptr, stride_dr, stride_ds, stride_hr, stride_hs, programs,
+    ROUND: tl.constexpr, ROUNDS: tl.constexpr, IS_LOGIT: tl.constexpr, KEY_CAP: tl.constexpr,
+    BUDGET: tl.constexpr, MID: tl.constexpr, SINKS: tl.constexpr, RECENT: tl.constexpr, TILE: tl.constexpr,
 ):
+    """One radix round over a segment, split across programs by tiles: each adds its tiles' histogram of the
+    round's 8-bit digit (keys matching the prefix fixed by earlier rounds) into the segment's global histogram."""
+    row = tl.program_id(0)
+    seg = tl.program_id(1)
+    lo, hi, data, hist = _segment(row, seg, seq_lens_ptr, data_ptr, hist_ptr, stride_dr, stride_ds, stride_hr,
+                                  stride_hs, BUDGET, SINKS, RECENT)
+    if hi > lo:
+        prefix, _ = _radix_prefix(hist, MID + lo * 0, ROUND, ROUNDS)
+        shift = (ROUNDS - 1 - ROUND) * 8
+        counts = tl.zeros([256], dtype=tl.int32)
+        unmatched = lo * 0
+        for t in range(tl.program_id(2), tl.cdiv(hi, TILE), programs):
+            offs = t * TILE + tl.arange(0, TILE)
+            m = (offs >= lo) & (offs < hi)
+            u = _radix_key(data, offs, m, IS_LOGIT, KEY_CAP)
+            if ROUND == 0:  # no prefix yet (and a 32-bit shift by 32 is undefined)
+                match = m
+            else:
+                match = m & ((u >> (shift + 8)) == (prefix >> (shift + 8)))
+            # Unmatched keys land in bin 0 and are taken out again below: 256 bins instead of a masked 512.
+            counts += tl.histogram(tl.where(match, (u >> shift) & 255, 0).to(tl.int32), 256)
+            unmatched += TILE - tl.sum(match.to(tl.int32), axis=0)
+        bins = tl.arange(0, 256)
+        counts -= tl.where(bins == 0, unmatched, 0)
+        tl.atomic_add(hist + ROUND * 256 + bins, counts, mask=counts > 0)
+
+
+@triton.jit
+def _radix_count_kernel(
+    data_ptr, seq_lens_ptr, hist_ptr, tile_counts_ptr, stride_dr, stride_ds, stride_hr, stride_hs,
+    stride_cr, stride_cs, programs,
+    ROUNDS: tl.constexpr, IS_LOGIT: tl.constexpr, KEY_CAP: tl.constexpr,
+    BUDGET: tl.constexpr, MID: tl.constexpr, SINKS: tl.constexpr, RECENT: tl.constexpr, TILE: tl.constexpr,
+):
+    """Per tile of a segment: how many keys are above the k-th largest (tau) and how many equal it."""
+    row = tl.program_id(0)
+    seg = tl.program_id(1)
+    lo, hi, data, hist = _segment(row, seg, seq_lens_ptr, data_ptr, hist_ptr, stride_dr, stride_ds, stride_hr,
+                                  stride_hs, BUDGET, SINKS, RECENT)
+    if hi > lo:
+        tau, _ = _radix_prefix(hist, MID + lo * 0, ROUNDS, ROUNDS)
+        tile_counts = tile_counts_ptr + row.to(tl.int64) * stride_cr + seg * stride_cs
+        for t in range(tl.program_id(2), tl.cdiv(hi, TILE), programs):
+            offs = t * TILE + tl.arange(0, TILE)
+            m = (offs >= lo) & (offs < hi)
+            u = _radix_key(data, offs, m, IS_LOGIT, KEY_CAP)
+            tl.store(tile_counts + 2 * t, tl.sum((m & (u > tau)).to(tl.int32), axis=0))
+            tl.store(tile_counts + 2 * t + 1, tl.sum((m & (u == tau)).to(tl.int32), axis=0))
+
+
+@triton.jit
+def _radix_collect_kernel(
+    data_ptr, seq_lens_ptr, hist_ptr, tile_counts_ptr, out_ptr, slots_ptr, block_table_ptr,
+    stride_dr, stride_ds, stride_hr, stride_hs, stride_cr, stride_cs, stride_or, stride_os, stride_sr, stride_bt,
+    programs,
+    ROUNDS: tl.constexpr, IS_LOGIT: tl.constexpr, KEY_CAP: tl.constexpr,
+    BUDGET: tl.constexpr, MID: tl.constexpr, SINKS: tl.constexpr, RECENT: tl.constexpr, TILE: tl.constexpr,
+    MAX_TILES: tl.constexpr, CACHE_BLOCK: tl.constexpr,
+):
+    """The segment's top MID keys in position order: every key above tau and the first keys equal to it (lower
+    positions first), each tile placed after the tiles before it (their counts). Logit segments write
+    (key, position) packed for the per-head sort; rank-key rows write the union's positions and cache slots."""
+    row = tl.program_id(0)
+    seg = tl.program_id(1)
+    lo, hi, data, hist = _segment(row, seg, seq_lens_ptr, data_ptr, hist_ptr, stride_dr, stride_ds, stride_hr,
+                                  stride_hs, BUDGET, SINKS, RECENT)
+    if hi > lo:
+        tau, take_equal = _radix_prefix(hist, MID + lo * 0, ROUNDS, ROUNDS)
+        tile_counts = tile_counts_ptr + row.to(tl.int64) * stride_cr + seg * stride_cs
+        tiles = tl.arange(0, MAX_TILES)
+        for t in range(tl.program_id(2), tl.cdiv(hi, TILE), programs):
+            before = tiles < t
+            greater_before = tl.sum(tl.load(tile_counts + 2 * tiles, mask=before, other=0), axis=0)
+            equal_before = tl.sum(tl.load(tile_counts + 2 * tiles + 1, mask=before, other=0), axis=0)
+            offs = t * TILE + tl.arange(0, TILE)
+            m = (offs >= lo) & (offs < hi)
+            u = _radix_key(data, offs, m, IS_LOGIT, KEY_CAP)
+            equal = m & (u == tau)
+            equal_rank = equal_before + tl.cumsum(equal.to(tl.int32), axis=0) - 1
+            take = (m & (u > tau)) | (equal & (equal_rank < take_equal))
+            idx = greater_before + tl.minimum(equal_before, take_equal) + tl.cumsum(take.to(tl.int32), axis=0) - 1
+            if IS_LOGIT:
+                # descending order of packed = key descending, then position ascending
+                packed = (u.to(tl.int64) - 2147483648) * 4294967296 + (4294967295 - offs.to(tl.int64))
+                tl.store(out_ptr + row.to(tl.int64) * stride_or + seg * stride_os + idx, packed, mask=take)
+            else:
+                block = tl.load(block_table_ptr + row.to(tl.int64) * stride_bt + offs // CACHE_BLOCK, mask=take,
+                                other=0)
+                tl.store(out_ptr + row.to(tl.int64) * stride_or + SINKS + idx, offs, mask=take)
+                tl.store(slots_ptr + row.to(tl.int64) * stride_sr + SINKS + idx,
+                         block * CACHE_BLOCK + offs % CACHE_BLOCK, mask=take)
+
+
+@triton.jit
+def _rank_keys_kernel(
+    scratch_ptr, seq_lens_ptr, keys_ptr, stride_st, stride_sh, stride_kt, head_offset,
+    TOTAL_HEADS: tl.constexpr, BUDGET: tl.constexpr, MID: tl.constexpr, MID_PAD: tl.constexpr,
+):
+    """One (row, head): its top MID sorted into rank order, scattered as rank keys rank * Hq + head into the row's
+    [L] key buffer with atomic min (the design note's rank-key form of the rank-major union)."""
     row = tl.program_id(0)
     head = tl.program_id(1)
-    L = tl.load(seq_lens_ptr + row)
-    if L > BUDGET:
-        lo = SINKS + L * 0
-        hi = L - RECENT
-        ptr = logits_ptr + row.to(tl.int64) * stride_lt + head * stride_lh
-        tau, take_equal = _kth_largest(ptr, lo, hi, MID, True, 0, 4, BLOCK)
-        # The top MID: every key above tau, and the first take_equal keys equal to it (lower positions first).
-        scratch = scratch_ptr + row.to(tl.int64) * stride_st + head * stride_sh
-        written = L * 0
-        equal_seen = L * 0
-        for n0 in range(lo, hi, BLOCK):
-            offs = n0 + tl.arange(0, BLOCK)
-            m = offs < hi
-            u = _radix_key(ptr, offs, m, True, 0)
-            equal = m & (u == tau)
-            equal_rank = equal_seen + tl.cumsum(equal.to(tl.int32), axis=0) - 1
-            take = (m & (u > tau)) | (equal & (equal_rank < take_equal))
-            idx = written + tl.cumsum(take.to(tl.int32), axis=0) - 1
-            # descending order of packed = key descending, then position ascending
-            packed = (u - 2147483648) * 4294967296 + (4294967295 - offs.to(tl.int64))
-            tl.store(scratch + idx, packed, mask=take)
-            written += tl.sum(take.to(tl.int32), axis=0)
-            equal_seen += tl.sum(equal.to(tl.int32), axis=0)
+    if tl.load(seq_lens_ptr + row) > BUDGET:
         ranks = tl.arange(0, MID_PAD)
+        scratch = scratch_ptr + row.to(tl.int64) * stride_st + head * stride_sh
         packed = tl.load(scratch + ranks, mask=ranks < MID, other=-9223372036854775807)
         ordered = tl.sort(packed, descending=True)
         pos = 4294967295 - (ordered & 4294967295)
@@ -147,49 +233,25 @@ def _head_topk_kernel(
 
 
 @triton.jit
-def _union_kernel(
-    keys_ptr, seq_lens_ptr, block_table_ptr, positions_ptr, slots_ptr, counts_ptr,
-    stride_kt, stride_bt, stride_pt, stride_st,
+def _fixed_positions_kernel(
+    seq_lens_ptr, block_table_ptr, positions_ptr, slots_ptr, counts_ptr, stride_bt, stride_pt, stride_st,
     BUDGET: tl.constexpr, MID: tl.constexpr, SINKS: tl.constexpr, RECENT: tl.constexpr,
-    KEY_CAP: tl.constexpr, KEY_ROUNDS: tl.constexpr, CACHE_BLOCK: tl.constexpr, BLOCK: tl.constexpr,
+    CACHE_BLOCK: tl.constexpr, BLOCK: tl.constexpr,
 ):
+    """What needs no ranking: every position of a row that fits the budget, else the sinks and the recent window
+    (the union fills the MID entries between them); and each row's count."""
     row = tl.program_id(0)
     L = tl.load(seq_lens_ptr + row)
-    positions = positions_ptr + row.to(tl.int64) * stride_pt
-    slots = slots_ptr + row.to(tl.int64) * stride_st
-    table = block_table_ptr + row.to(tl.int64) * stride_bt
-    if L <= BUDGET:  # the whole context (padded rows: L = 0, nothing)
-        for n0 in range(0, L, BLOCK):
-            offs = n0 + tl.arange(0, BLOCK)
-            m = offs < L
-            block = tl.load(table + offs // CACHE_BLOCK, mask=m, other=0)
-            tl.store(positions + offs, offs, mask=m)
-            tl.store(slots + offs, block * CACHE_BLOCK + offs % CACHE_BLOCK, mask=m)
-        tl.store(counts_ptr + row, L)
-    else:
-        lo = SINKS + L * 0
-        hi = L - RECENT
-        keys = keys_ptr + row.to(tl.int64) * stride_kt
-        tau, _ = _kth_largest(keys, lo, hi, MID, False, KEY_CAP, KEY_ROUNDS, BLOCK)
-        written = L * 0
-        for n0 in range(lo, hi, BLOCK):  # rank keys are unique: exactly MID keys reach tau
-            offs = n0 + tl.arange(0, BLOCK)
-            m = offs < hi
-            take = m & (_radix_key(keys, offs, m, False, KEY_CAP) >= tau)
-            idx = SINKS + written + tl.cumsum(take.to(tl.int32), axis=0) - 1
-            block = tl.load(table + offs // CACHE_BLOCK, mask=take, other=0)
-            tl.store(positions + idx, offs, mask=take)
-            tl.store(slots + idx, block * CACHE_BLOCK + offs % CACHE_BLOCK, mask=take)
-            written += tl.sum(take.to(tl.int32), axis=0)
-        for n0 in range(0, SINKS + RECENT, BLOCK):  # sinks [0, SINKS) and the recent window [L - RECENT, L)
-            offs = n0 + tl.arange(0, BLOCK)
-            m = offs < SINKS + RECENT
-            pos = tl.where(offs < SINKS, offs, L - RECENT + offs - SINKS)
-            idx = tl.where(offs < SINKS, offs, MID + offs)
-            block = tl.load(table + pos // CACHE_BLOCK, mask=m, other=0)
-            tl.store(positions + idx, pos, mask=m)
-            tl.store(slots + idx, block * CACHE_BLOCK + pos % CACHE_BLOCK, mask=m)
-        tl.store(counts_ptr + row, BUDGET + L * 0)
+    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    dense = L <= BUDGET
+    pos = tl.where(dense | (offs < SINKS), offs, L - RECENT + offs - SINKS)
+    idx = tl.where(dense | (offs < SINKS), offs, MID + offs)
+    m = tl.where(dense, offs < L, offs < SINKS + RECENT)
+    block = tl.load(block_table_ptr + row.to(tl.int64) * stride_bt + pos // CACHE_BLOCK, mask=m, other=0)
+    tl.store(positions_ptr + row.to(tl.int64) * stride_pt + idx, pos, mask=m)
+    tl.store(slots_ptr + row.to(tl.int64) * stride_st + idx, block * CACHE_BLOCK + pos % CACHE_BLOCK, mask=m)
+    if tl.program_id(1) == 0:
+        tl.store(counts_ptr + row, tl.minimum(L, BUDGET))
 
 
 def decode_logits(
@@ -233,7 +295,7 @@ def select(
     combine_keys: Callable[[torch.Tensor], None] | None = None,
 ) -> None:
     """Write each decode row's selected positions (ascending) and counts, and their physical cache slots, into
-    the builder's buffers. No host sync. method: "triton" (the three kernels), "torch" (logits kernel +
+    the builder's buffers. No host sync. method: "triton" (the radix-select kernels), "torch" (logits kernel +
     select_tokens_batched), "auto" = triton unless mid > MAX_SORTED_MID.
     Tensor parallelism: query holds heads [head_offset, head_offset + Hq_local) of total_heads, and
     combine_keys(keys) must replace the per-row rank keys by their MIN over the ranks (an all-reduce)."""
@@ -262,23 +324,66 @@ def select(
                                   total_heads, head_offset, combine_keys)
             slots_from_positions(table, out_positions[r0:r1, :budget], block_size, out_slots[r0:, :budget])
             continue
-        keys = torch.full((r1 - r0, max_len), INT32_MAX, device=query.device, dtype=torch.int32)
-        if max_len > budget and split.mid > 0:
-            logits = decode_logits(q, kv_cache, table, lens, scale, max_len, fill_tail=False)
-            scratch = torch.empty(r1 - r0, num_heads, split.mid, device=query.device, dtype=torch.int64)
-            _head_topk_kernel[(r1 - r0, num_heads)](
-                logits, lens, scratch, keys,
-                logits.stride(0), logits.stride(1), scratch.stride(0), scratch.stride(1), keys.stride(0), head_offset,
-                TOTAL_HEADS=total_heads, BUDGET=budget, MID=split.mid, MID_PAD=triton.next_power_of_2(split.mid),
-                SINKS=split.sinks, RECENT=split.recent, BLOCK=1024, num_warps=8,
-            )
-            if combine_keys is not None:
-                combine_keys(keys)
-        key_cap = max(255, split.mid * total_heads)
-        _union_kernel[(r1 - r0,)](
-            keys, lens, table, out_positions[r0:], out_slots[r0:], out_counts[r0:],
-            keys.stride(0), table.stride(0), out_positions.stride(0), out_slots.stride(0),
-            BUDGET=budget, MID=split.mid, SINKS=split.sinks, RECENT=split.recent,
-            KEY_CAP=key_cap, KEY_ROUNDS=(key_cap.bit_length() + 7) // 8, CACHE_BLOCK=block_size, BLOCK=1024,
-            num_warps=8,
+        _select_triton(q, kv_cache, table, lens, scale, budget, split, out_positions[r0:], out_slots[r0:],
+                       out_counts[r0:], total_heads, head_offset, combine_keys)
+
+
+def _programs_per_segment(segments: int, tiles: int) -> int:
+    """Programs that share one segment's tiles: enough for ~SELECT_TARGET_PROGRAMS in all, at most one per tile."""
+    return max(1, min(tiles, SELECT_TARGET_PROGRAMS // max(1, segments)))
+
+
+def _select_triton(query, kv_cache, block_table, seq_lens, scale, budget, split, positions, slots, counts,
+                   total_heads, head_offset, combine_keys) -> None:
+    rows, num_heads, _ = query.shape
+    block_size = kv_cache.shape[2]
+    max_len = block_table.shape[1] * block_size
+    device = query.device
+    _fixed_positions_kernel[(rows, triton.cdiv(budget, 1024))](
+        seq_lens, block_table, positions, slots, counts, block_table.stride(0), positions.stride(0),
+        slots.stride(0), BUDGET=budget, MID=split.mid, SINKS=split.sinks, RECENT=split.recent,
+        CACHE_BLOCK=block_size, BLOCK=1024, num_warps=4,
+    )
+    if max_len <= budget or split.mid == 0:  # every row fits the budget, or nothing is ranked
+        return
+    tiles = triton.cdiv(max_len, SELECT_TILE)
+    key_cap = max(255, split.mid * total_heads)
+    key_rounds = (key_cap.bit_length() + 7) // 8
+    # One zeroed buffer for both selects' histograms: [rows, Hq + 1, 4, 256] (segment Hq = the union's).
+    hist = torch.zeros(rows, num_heads + 1, 4, 256, device=device, dtype=torch.int32)
+    tile_counts = torch.empty(rows, num_heads + 1, tiles, 2, device=device, dtype=torch.int32)
+    logits = decode_logits(query, kv_cache, block_table, seq_lens, scale, max_len, fill_tail=False)
+    scratch = torch.empty(rows, num_heads, split.mid, device=device, dtype=torch.int64)
+    common = dict(BUDGET=budget, MID=split.mid, SINKS=split.sinks, RECENT=split.recent, TILE=SELECT_TILE,
+                  num_warps=4)
+
+    def radix_select(data, seg_stride, segments, hist_view, counts_view, out, out_stride, is_logit, cap, rounds):
+        programs = _programs_per_segment(rows * segments, tiles)
+        grid = (rows, segments, programs)
+        strides = (data.stride(0), seg_stride, hist_view.stride(0), hist_view.stride(1))
+        kind = dict(IS_LOGIT=is_logit, KEY_CAP=cap, **common)
+        for r in range(rounds):
+            _radix_hist_kernel[grid](data, seq_lens, hist_view, *strides, programs, ROUND=r, ROUNDS=rounds, **kind)
+        count_strides = (counts_view.stride(0), counts_view.stride(1))
+        _radix_count_kernel[grid](data, seq_lens, hist_view, counts_view, *strides, *count_strides, programs,
+                                  ROUNDS=rounds, **kind)
+        _radix_collect_kernel[grid](
+            data, seq_lens, hist_view, counts_view, out, slots, block_table, *strides, *count_strides, *out_stride,
+            slots.stride(0), block_table.stride(0), programs,
+            ROUNDS=rounds, MAX_TILES=triton.next_power_of_2(tiles), CACHE_BLOCK=block_size, **kind,
         )
+
+    # 1. each head's top `mid` logits, in position order (packed with their keys), then rank keys per row
+    radix_select(logits, logits.stride(1), num_heads, hist, tile_counts, scratch,
+                 (scratch.stride(0), scratch.stride(1)), True, 0, 4)
+    keys = torch.full((rows, max_len), INT32_MAX, device=device, dtype=torch.int32)
+    _rank_keys_kernel[(rows, num_heads)](
+        scratch, seq_lens, keys, scratch.stride(0), scratch.stride(1), keys.stride(0), head_offset,
+        TOTAL_HEADS=total_heads, BUDGET=budget, MID=split.mid, MID_PAD=triton.next_power_of_2(split.mid),
+        num_warps=8,
+    )
+    if combine_keys is not None:
+        combine_keys(keys)
+    # 2. the union: the row's `mid` smallest rank keys, written in position order between sinks and recent window
+    radix_select(keys, 0, 1, hist[:, num_heads:], tile_counts[:, num_heads:], positions,
+                 (positions.stride(0), 0), False, key_cap, key_rounds)
