@@ -112,7 +112,8 @@ class LessIsMoreMetadataBuilder(AttentionMetadataBuilder[LessIsMoreMetadata]):
         self.counts = torch.zeros(max_seqs, dtype=torch.int32, device=device)
         self.slots = torch.zeros(max_seqs, width, dtype=torch.int32, device=device) if dense_cls else None
         layers = compat.attention_layers(vllm_config, layer_names)
-        self.stats = SparseStats(device)
+        tp_rank, tp_size = compat.tp_rank_and_size()
+        self.stats = SparseStats(device, export=tp_rank == 0)
         index = {name: compat.layer_index(name) for name in layers}
         roles = {i: self.config.role(i) for i in index.values()}
         if roles and roles[min(roles)] is LayerRole.SPARSE:
@@ -120,7 +121,6 @@ class LessIsMoreMetadataBuilder(AttentionMetadataBuilder[LessIsMoreMetadata]):
             # buffers are per stage), so its first layer selects.
             roles[min(roles)] = LayerRole.SELECT
         first_sparse = min((i for i, r in roles.items() if r is LayerRole.SPARSE), default=None)
-        tp_rank, tp_size = compat.tp_rank_and_size()
         if tp_size > 1 and dense_cls is not None and tp_rank == 0:
             logger.warning("LessIsMore with tensor_parallel_size=%d on GPU has been tested on CPU workers only; "
                            "the rank-key all-reduce under CUDA graphs is not yet validated", tp_size)

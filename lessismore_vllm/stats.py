@@ -4,6 +4,11 @@ Counters live on the device and are bumped with in-place tensor ops once per ste
 every sparse layer of a step attends the same number of tokens per row), so they work inside CUDA graphs. The
 metadata builder, which runs on the host every step, reads them at most every LESSISMORE_STATS_INTERVAL
 seconds (default 30; 0 disables) and logs the change since the last line.
+
+The same changes go to Prometheus counters (lessismore_*_total, see EXPORTED). They reach vLLM's /metrics when the
+server runs with PROMETHEUS_MULTIPROC_DIR set (vLLM sets it itself for --api-server-count > 1): the workers
+that count are separate processes, and prometheus_client's multiprocess mode is how vLLM gathers metrics across
+processes. Only tensor-parallel rank 0 exports, so ranks are not counted twice.
 """
 
 from __future__ import annotations
@@ -17,12 +22,34 @@ import torch
 logger = logging.getLogger("vllm.lessismore")
 
 
+EXPORTED = {  # field -> (Prometheus counter name, help)
+    "row_steps": ("lessismore_decode_row_steps", "Decode row-steps (one request, one step) seen by the backend"),
+    "sparse_row_steps": ("lessismore_sparse_row_steps", "Decode row-steps whose sparse layers attended a subset"),
+    "attended": ("lessismore_attended_tokens", "Tokens attended per sparse layer, summed over decode row-steps"),
+    "context": ("lessismore_context_tokens", "Context length, summed over decode row-steps"),
+}
+_counters = None  # Prometheus counters, created once per process
+
+
+def _prometheus_counters():
+    global _counters
+    if _counters is None:
+        try:
+            from prometheus_client import Counter
+        except ImportError:
+            _counters = {}
+        else:
+            _counters = {field: Counter(name, doc) for field, (name, doc) in EXPORTED.items()}
+    return _counters
+
+
 class SparseStats:
     FIELDS = ("row_steps", "sparse_row_steps", "attended", "context")
 
-    def __init__(self, device: torch.device | str):
+    def __init__(self, device: torch.device | str, export: bool = True):
         self.counters = torch.zeros(len(self.FIELDS), dtype=torch.int64, device=device)
         self.interval = float(os.environ.get("LESSISMORE_STATS_INTERVAL", "30"))
+        self.export = export
         self._last_time = time.monotonic()
         self._last = [0] * len(self.FIELDS)
 
@@ -46,6 +73,9 @@ class SparseStats:
         self._last, self._last_time = now, time.monotonic()
         if d["row_steps"] == 0:
             return
+        if self.export:
+            for field, counter in _prometheus_counters().items():
+                counter.inc(d[field])
         logger.info(
             "LessIsMore stats: decode row-steps=%d, ran sparse=%.1f%%, mean tokens attended per sparse-layer "
             "step=%.1f, mean context=%.1f",
