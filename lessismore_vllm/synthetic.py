@@ -197,3 +197,31 @@ def eval_vllm(model_dir: str, task: TaskConfig, n_pairs: int, num_prompts: int, 
         for name, res in ex.map(one, settings):
             results["settings"][name] = res
     return results
+
+
+def eval_hf(model_dir: str, task: TaskConfig, n_pairs: int, num_prompts: int, budgets: list[int],
+            policies: list[str], seed: int = 1, device: str = "cpu") -> dict[str, Any]:
+    """The same greedy chains through transformers with the fidelity tool's attention (lessismore_vllm.fidelity):
+    every policy there, per-head top-k included, which is not a backend setting. fp32, one request at a time."""
+    from lessismore_vllm.fidelity import DecodeState, load_model, run_sequence, schedule_for
+
+    gen = torch.Generator().manual_seed(seed)
+    examples = [make_example(task, n_pairs, gen) for _ in range(num_prompts)]
+    model = load_model(model_dir, device, torch.float32)
+    config = schedule_for(model, None)
+    results = {"n_pairs": n_pairs, "context": len(examples[0][0]) + task.chain, "chain": task.chain,
+               "engine": "transformers (fidelity attention)", "settings": {}}
+    for policy, budget in [("dense", None)] + [(p, b) for p in policies for b in budgets]:
+        state = DecodeState(config) if budget is None else DecodeState(config, policy, budget)
+        tokens = [run_sequence(model, p, task.chain, state)["tokens"] for p, _ in examples]
+        scores = [chain_accuracy(t, a) for t, (_, a) in zip(tokens, examples)]
+        name = "dense" if budget is None else f"{policy}-{budget}"
+        results["settings"][name] = {
+            "policy": policy, "budget": budget, "tokens": tokens,
+            "solved_prefix": sum(s[0] for s in scores) / len(scores),
+            "step_accuracy": sum(s[1] for s in scores) / len(scores),
+            "mean_gen_length": sum(len(t) for t in tokens) / len(tokens),
+        }
+        print(f"[{name}] " + json.dumps({k: v for k, v in results["settings"][name].items() if k != "tokens"}),
+              flush=True)
+    return results

@@ -64,3 +64,18 @@ def test_committed_gpu_trained_model_solves_chains_in_vllm_on_cpu():
     assert s["dense"]["solved_prefix"] >= 0.9, s["dense"]
     assert s["lessismore-4096"]["tokens"] == s["dense"]["tokens"]
     assert s["lessismore-64"]["solved_prefix"] >= 0.9, s["lessismore-64"]
+
+
+def test_eval_hf_runs_every_policy_and_is_dense_above_the_context():
+    """The transformers path of the chain eval (it also covers per-head top-k, which vLLM does not run)."""
+    from lessismore_vllm.fidelity import POLICIES
+    from lessismore_vllm.synthetic import eval_hf
+
+    model = Path(__file__).resolve().parent.parent / "models" / "pointer-chase-gpu"
+    res = eval_hf(str(model), TaskConfig(1024, 512, 1024, 8), 64, 2, [4096, 32], list(POLICIES))
+    s = res["settings"]
+    assert set(s) == {"dense"} | {f"{p}-{b}" for p in POLICIES for b in (4096, 32)}
+    for p in POLICIES:
+        assert s[f"{p}-4096"]["tokens"] == s["dense"]["tokens"], p
+        assert s[f"{p}-32"]["mean_gen_length"] == 8
+    assert s["dense"]["solved_prefix"] == 1.0, s["dense"]
