@@ -148,6 +148,19 @@ def chain_accuracy(generated: list[int], answer: list[int]) -> tuple[float, floa
     return first_error / len(answer), right / len(answer)
 
 
+def _score(name: str, policy: str, budget: int | None, tokens: list[list[int]], examples: list) -> dict[str, Any]:
+    """One setting's chains against the answers: mean solved prefix, per-step accuracy, mean generation length."""
+    scores = [chain_accuracy(t, a) for t, (_, a) in zip(tokens, examples)]
+    res = {
+        "policy": policy, "budget": budget, "tokens": tokens,
+        "solved_prefix": sum(s[0] for s in scores) / len(scores),
+        "step_accuracy": sum(s[1] for s in scores) / len(scores),
+        "mean_gen_length": sum(len(t) for t in tokens) / len(tokens),
+    }
+    print(f"[{name}] " + json.dumps({k: v for k, v in res.items() if k != "tokens"}), flush=True)
+    return res
+
+
 # Policies that the vLLM backend runs, as settings of the same selection rule (docs/fidelity.md): lessismore;
 # without the recency window (every slot ranked, no sinks); recency only (sinks + window, StreamingLLM-like).
 POLICIES = {"lessismore": {}, "lessismore_norecency": {"recency_ratio": 0.0}, "recency": {"recency_ratio": 1.0}}
@@ -182,16 +195,8 @@ def eval_vllm(model_dir: str, task: TaskConfig, n_pairs: int, num_prompts: int, 
         out, _ = run_in_subprocess(spec)
         if "error" in out:
             return name, {"error": out["error"]}
-        scores = [chain_accuracy(g, a) for g, (_, a) in zip(out["tokens"], examples)]
-        res = {
-            "policy": "dense" if budget is None else next(p for p, v in POLICIES.items() if v == extra),
-            "budget": budget, "tokens": out["tokens"],
-            "solved_prefix": sum(s[0] for s in scores) / len(scores),
-            "step_accuracy": sum(s[1] for s in scores) / len(scores),
-            "mean_gen_length": sum(len(g) for g in out["tokens"]) / len(out["tokens"]),
-        }
-        print(f"[{name}] " + json.dumps({k: v for k, v in res.items() if k != "tokens"}), flush=True)
-        return name, res
+        policy = "dense" if budget is None else next(p for p, v in POLICIES.items() if v == extra)
+        return name, _score(name, policy, budget, out["tokens"], examples)
 
     with ThreadPoolExecutor(max(1, parallel)) as ex:
         for name, res in ex.map(one, settings):
@@ -214,14 +219,6 @@ def eval_hf(model_dir: str, task: TaskConfig, n_pairs: int, num_prompts: int, bu
     for policy, budget in [("dense", None)] + [(p, b) for p in policies for b in budgets]:
         state = DecodeState(config) if budget is None else DecodeState(config, policy, budget)
         tokens = [run_sequence(model, p, task.chain, state)["tokens"] for p, _ in examples]
-        scores = [chain_accuracy(t, a) for t, (_, a) in zip(tokens, examples)]
         name = "dense" if budget is None else f"{policy}-{budget}"
-        results["settings"][name] = {
-            "policy": policy, "budget": budget, "tokens": tokens,
-            "solved_prefix": sum(s[0] for s in scores) / len(scores),
-            "step_accuracy": sum(s[1] for s in scores) / len(scores),
-            "mean_gen_length": sum(len(t) for t in tokens) / len(tokens),
-        }
-        print(f"[{name}] " + json.dumps({k: v for k, v in results["settings"][name].items() if k != "tokens"}),
-              flush=True)
+        results["settings"][name] = _score(name, policy, budget, tokens, examples)
     return results
