@@ -209,7 +209,7 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
         self.role = LayerRole.DENSE  # until the builder assigns roles
         self.config: LessIsMoreConfig | None = None
         self.stats: SparseStats | None = None
-        self.tp_size, self.head_offset, self.total_heads = 1, 0, num_heads
+        self.tp_rank, self.tp_size, self.head_offset, self.total_heads = 0, 1, 0, num_heads
         dense_cls = compat.dense_backend_cls()
         self.dense_impl = (
             dense_cls.get_impl_cls()(
@@ -225,7 +225,8 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
         """Role and settings from the builder. Under tensor parallelism this rank's query heads are
         [tp_rank * num_heads, (tp_rank + 1) * num_heads) of num_heads * tp_size (vLLM splits heads evenly)."""
         self.role, self.config, self.stats = role, config, stats
-        self.tp_size, self.head_offset, self.total_heads = tp_size, tp_rank * self.num_heads, self.num_heads * tp_size
+        self.tp_rank, self.tp_size = tp_rank, tp_size
+        self.head_offset, self.total_heads = tp_rank * self.num_heads, self.num_heads * tp_size
 
     def _combine_keys(self):
         """The all-reduce that makes every TP rank select the same set (None without tensor parallelism)."""
@@ -282,7 +283,7 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
                 # the same per-row records as the CPU path, so one reader checks both (e.g. TP ranks agree)
                 for i, (L, n) in enumerate(zip(m.seq_lens[:nd].tolist(), m.counts[:nd].tolist())):
                     trace.record(layer=layer.layer_name, role="selection", row=i, seq_len=L,
-                                 selected=m.positions[i, :n].tolist(), tp_rank=self.head_offset // self.num_heads)
+                                 selected=m.positions[i, :n].tolist(), tp_rank=self.tp_rank)
         else:
             if trace.PATH and not torch.cuda.is_current_stream_capturing():
                 trace.record(layer=layer.layer_name, role="sparse", seq_lens=m.seq_lens[:nd].tolist(),
@@ -347,4 +348,4 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
             m.counts[i] = chosen.numel()
             if trace.PATH:
                 trace.record(layer=layer.layer_name, role="selection", row=i, seq_len=L, selected=chosen.tolist(),
-                             tp_rank=self.head_offset // self.num_heads)
+                             tp_rank=self.tp_rank)

@@ -44,7 +44,7 @@ def _prometheus_counters():
 
 
 class SparseStats:
-    FIELDS = ("row_steps", "sparse_row_steps", "attended", "context")
+    FIELDS = tuple(EXPORTED)  # row_steps, sparse_row_steps, attended, context
 
     def __init__(self, device: torch.device | str, export: bool = True):
         self.counters = torch.zeros(len(self.FIELDS), dtype=torch.int64, device=device)

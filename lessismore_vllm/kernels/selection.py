@@ -348,7 +348,6 @@ def _select_triton(query, kv_cache, block_table, seq_lens, scale, budget, split,
         return
     tiles = triton.cdiv(max_len, SELECT_TILE)
     key_cap = max(255, split.mid * total_heads)
-    key_rounds = (key_cap.bit_length() + 7) // 8
     # One zeroed buffer for both selects' histograms: [rows, Hq + 1, 4, 256] (segment Hq = the union's).
     hist = torch.zeros(rows, num_heads + 1, 4, 256, device=device, dtype=torch.int32)
     tile_counts = torch.empty(rows, num_heads + 1, tiles, 2, device=device, dtype=torch.int32)
@@ -357,7 +356,8 @@ def _select_triton(query, kv_cache, block_table, seq_lens, scale, budget, split,
     common = dict(BUDGET=budget, MID=split.mid, SINKS=split.sinks, RECENT=split.recent, TILE=SELECT_TILE,
                   num_warps=4)
 
-    def radix_select(data, seg_stride, segments, hist_view, counts_view, out, out_stride, is_logit, cap, rounds):
+    def radix_select(data, seg_stride, segments, hist_view, counts_view, out, out_stride, is_logit, cap):
+        rounds = 4 if is_logit else (cap.bit_length() + 7) // 8  # fp32 logits, or the rank keys' bytes
         programs = _programs_per_segment(rows * segments, tiles)
         grid = (rows, segments, programs)
         strides = (data.stride(0), seg_stride, hist_view.stride(0), hist_view.stride(1))
@@ -375,7 +375,7 @@ def _select_triton(query, kv_cache, block_table, seq_lens, scale, budget, split,
 
     # 1. each head's top `mid` logits, in position order (packed with their keys), then rank keys per row
     radix_select(logits, logits.stride(1), num_heads, hist, tile_counts, scratch,
-                 (scratch.stride(0), scratch.stride(1)), True, 0, 4)
+                 (scratch.stride(0), scratch.stride(1)), True, 0)
     keys = torch.full((rows, max_len), INT32_MAX, device=device, dtype=torch.int32)
     _rank_keys_kernel[(rows, num_heads)](
         scratch, seq_lens, keys, scratch.stride(0), scratch.stride(1), keys.stride(0), head_offset,
@@ -386,4 +386,4 @@ def _select_triton(query, kv_cache, block_table, seq_lens, scale, budget, split,
         combine_keys(keys)
     # 2. the union: the row's `mid` smallest rank keys, written in position order between sinks and recent window
     radix_select(keys, 0, 1, hist[:, num_heads:], tile_counts[:, num_heads:], positions,
-                 (positions.stride(0), 0), False, key_cap, key_rounds)
+                 (positions.stride(0), 0), False, key_cap)
