@@ -74,7 +74,29 @@ def _counters(llm) -> dict[str, float]:
         return {}
 
 
-def run_in_subprocess(spec: dict[str, Any], env: dict[str, str] | None = None, timeout: int = 900) -> tuple[dict, str]:
+def run_logged(cmd: list[str], log_path: str | None = None, timeout: float | None = None,
+               env: dict[str, str] | None = None) -> tuple[int | None, str]:
+    """Run cmd with stdout and stderr streamed into log_path (a temporary file if None), so a run that is cut off
+    or times out still leaves its log; returns (exit status or None on timeout, log text)."""
+    own = log_path is None
+    if own:
+        log_path = tempfile.mkstemp(suffix=".log")[1]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            code = None
+    text = open(log_path).read()
+    if own:
+        os.unlink(log_path)
+    return code, text
+
+
+def run_in_subprocess(spec: dict[str, Any], env: dict[str, str] | None = None, timeout: int = 900,
+                      log_path: str | None = None) -> tuple[dict, str]:
     """spec: model, prompts, max_tokens, backend, lessismore, engine (LLM kwargs). Returns (result, log)."""
     full_env = dict(os.environ)
     full_env.pop("LESSISMORE_TRACE", None)
@@ -83,16 +105,13 @@ def run_in_subprocess(spec: dict[str, Any], env: dict[str, str] | None = None, t
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:  # prompts outgrow argv
         json.dump(spec, f)
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "lessismore_vllm.harness", f.name],
-            capture_output=True, text=True, timeout=timeout, env=full_env,
-        )
+        code, log = run_logged([sys.executable, "-m", "lessismore_vllm.harness", f.name], log_path, timeout, full_env)
     finally:
         os.unlink(f.name)
-    log = proc.stdout + proc.stderr
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    lines = [line for line in log.splitlines() if line.startswith("RESULT ")]
     if not lines:
-        raise RuntimeError(f"engine process produced no result (exit {proc.returncode}):\n{log[-8000:]}")
+        why = "timed out" if code is None else f"exit {code}"
+        raise RuntimeError(f"engine process produced no result ({why}):\n{log[-8000:]}")
     return json.loads(lines[-1][len("RESULT "):]), log
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -121,6 +120,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     ap.add_argument("--tp", type=int, default=1, help="tensor_parallel_size of every engine")
+    ap.add_argument("--engine-timeout", type=int, default=None, help="seconds per backend's engine process")
     ap.add_argument("--plot", help="only draw the PNG of this bench_e2e.json")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -135,6 +135,7 @@ def main() -> None:
     import torch
     import vllm
 
+    from lessismore_vllm.harness import run_logged
     from lessismore_vllm.tiny_model import write_qwen3_8b_shape
 
     configs = [tuple(int(x) for x in c.split("x")) for c in args.configs.split(",")]
@@ -149,10 +150,11 @@ def main() -> None:
         spec_path = Path(tempfile.mkstemp(suffix=".json")[1])
         spec_path.write_text(json.dumps(spec))
         t0 = time.time()
-        proc = subprocess.run([sys.executable, __file__, "--worker", str(spec_path)], capture_output=True, text=True)
-        Path(args.out, f"bench_e2e_{backend}.log").write_text(proc.stdout + proc.stderr)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-        res = json.loads(lines[-1][7:]) if lines else {"backend": backend, "error": (proc.stdout + proc.stderr)[-3000:]}
+        # the log streams to --out, so a run cut off mid-engine keeps it
+        code, log = run_logged([sys.executable, __file__, "--worker", str(spec_path)],
+                               str(Path(args.out, f"bench_e2e_{backend}.log")), args.engine_timeout)
+        lines = [ln for ln in log.splitlines() if ln.startswith("RESULT ")]
+        res = json.loads(lines[-1][7:]) if lines else {"backend": backend, "exit": code, "error": log[-3000:]}
         res["wall_s"] = round(time.time() - t0, 1)
         print(json.dumps(res), flush=True)
         data["results"].append(res)

@@ -24,13 +24,18 @@ from lessismore_vllm.harness import make_prompts, run_in_subprocess
 from lessismore_vllm.tiny_model import write_qwen3_8b_shape, write_tiny_model
 
 
+ENGINE_TIMEOUT = 590  # seconds per engine process (--engine-timeout)
+
+
 def run_all(named_specs: dict[str, dict], parallel: int, work: Path) -> dict[str, dict]:
     def one(item):
         name, spec = item
         t0 = time.time()
         env = {"LESSISMORE_TRACE": str(work / f"{name}.trace.jsonl")} if spec.pop("trace", False) else {}
-        result, log = run_in_subprocess(spec, env, timeout=590)
-        (work / f"{name}.log").write_text(log)
+        try:
+            result, _ = run_in_subprocess(spec, env, timeout=ENGINE_TIMEOUT, log_path=str(work / f"{name}.log"))
+        except RuntimeError as e:  # timed out or crashed: the log stays in the work folder
+            result = {"error": str(e).splitlines()[0]}
         result["wall_s"] = round(time.time() - t0, 1)
         print(f"[{name}] {'ERROR ' + result['error'] if 'error' in result else 'ok'} in {result['wall_s']} s",
               flush=True)
@@ -112,8 +117,14 @@ def main() -> int:
     ap.add_argument("--eager-only", action="store_true", help="equiv/small: TRITON_ATTN and lessismore, eager")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--parallel", type=int, default=2)
+    ap.add_argument("--work", help="folder for models, engine logs and traces (default: a temporary one); logs "
+                    "stream there, so a cut-off run keeps them")
+    ap.add_argument("--engine-timeout", type=int, default=590, help="seconds per engine process")
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="gpu-check-"))
+    work.mkdir(parents=True, exist_ok=True)
+    global ENGINE_TIMEOUT
+    ENGINE_TIMEOUT = args.engine_timeout
     out_dir = Path(args.out)
     kv = {"kv_cache_memory_bytes": 8 << 30, "gpu_memory_utilization": 0.45, "max_num_seqs": 64}
     graphs, eager = {}, {"enforce_eager": True}
