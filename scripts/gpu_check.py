@@ -67,7 +67,7 @@ def compare(results: dict, ref: str, others: list[str]) -> dict:
     return out
 
 
-def tensor_parallel(work: Path, parallel: int) -> tuple[dict, dict]:
+def tensor_parallel(work: Path, parallel: int, tp_engine: dict, only: list[str] | None) -> tuple[dict, dict]:
     """TP=2 on a small seeded Qwen3 (16 q / 4 KV heads): budget >= context equals FLASH_ATTN at TP=2 (CUDA graphs);
     at budget 256 (eager, traced) both ranks select the same set at every layer, row and step (the NCCL MIN
     all-reduce of the rank keys). The TP=1 run's first-step selections are compared and reported, not asserted:
@@ -78,7 +78,7 @@ def tensor_parallel(work: Path, parallel: int) -> tuple[dict, dict]:
                                  head_dim=128, max_position_embeddings=8192))
     base = {"max_model_len": 4096, "dtype": "bfloat16", "kv_cache_memory_bytes": 2 << 30,
             "gpu_memory_utilization": 0.2, "max_num_seqs": 64}
-    tp2 = {**base, "tensor_parallel_size": 2}
+    tp2 = {**base, "tensor_parallel_size": 2, **tp_engine}
     spec = {"model": model, "prompts": make_prompts(16, 600, 3000), "max_tokens": 16}
     sparse = {"backend": "lessismore", "lessismore": {"budget": 256}}
     specs = {
@@ -87,8 +87,10 @@ def tensor_parallel(work: Path, parallel: int) -> tuple[dict, dict]:
         "lessismore_tp2_sparse_eager": {**spec, **sparse, "engine": {**tp2, "enforce_eager": True}, "trace": True},
         "lessismore_tp1_sparse_eager": {**spec, **sparse, "engine": {**base, "enforce_eager": True}, "trace": True},
     }
+    if only:
+        specs = {k: v for k, v in specs.items() if k in only}
     results = run_all(specs, parallel, work)
-    verdict = compare(results, "FLASH_ATTN_tp2", ["lessismore_tp2_dense"])
+    verdict = compare(results, "FLASH_ATTN_tp2", ["lessismore_tp2_dense"]) if len(specs) == 4 else {}
 
     def selections(name):
         path = work / f"{name}.trace.jsonl"
@@ -119,6 +121,9 @@ def main() -> int:
     ap.add_argument("--parallel", type=int, default=2)
     ap.add_argument("--work", help="folder for models, engine logs and traces (default: a temporary one); logs "
                     "stream there, so a cut-off run keeps them")
+    ap.add_argument("--tp-engine", default="{}", help='tp: JSON of LLM kwargs for the TP=2 engines, e.g. '
+                    '\'{"disable_custom_all_reduce": true}\'')
+    ap.add_argument("--only", help="tp: comma-separated engine names to run (default: all four)")
     ap.add_argument("--engine-timeout", type=int, default=590, help="seconds per engine process")
     args = ap.parse_args()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="gpu-check-"))
@@ -130,7 +135,8 @@ def main() -> int:
     graphs, eager = {}, {"enforce_eager": True}
 
     if args.phase == "tp":
-        results, verdict = tensor_parallel(work, args.parallel)
+        results, verdict = tensor_parallel(work, args.parallel, json.loads(args.tp_engine),
+                                           args.only.split(",") if args.only else None)
     elif args.phase in ("equiv", "small"):
         if args.phase == "equiv":  # Qwen3-8B shape, dummy weights
             model = str(write_qwen3_8b_shape(work / "qwen3-8b-shape"))
