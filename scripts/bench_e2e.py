@@ -39,11 +39,13 @@ def worker(spec: dict) -> dict:
     if spec["backend"] == "lessismore":
         kw["additional_config"] = {"lessismore": {"budget": spec["budget"]}}
     t0 = time.time()
+    extra = dict(spec.get("engine", {}))
+    compilation = {"cudagraph_capture_sizes": batches, **extra.pop("compilation_config", {})}
     llm = LLM(model=spec["model"], load_format="dummy", skip_tokenizer_init=True, dtype="bfloat16",
               max_model_len=spec["max_model_len"], max_num_seqs=max(batches), enable_prefix_caching=True,
               gpu_memory_utilization=spec["gpu_memory_utilization"], seed=0,
-              max_num_batched_tokens=16384, compilation_config={"cudagraph_capture_sizes": batches},
-              tensor_parallel_size=spec.get("tp", 1), **kw)
+              max_num_batched_tokens=16384, compilation_config=compilation,
+              tensor_parallel_size=spec.get("tp", 1), **kw, **extra)
     out = {"backend": spec["backend"], "engine_start_s": round(time.time() - t0, 1), "configs": []}
     gen = spec["gen"]
     for batch, ctx in configs:
@@ -120,6 +122,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     ap.add_argument("--tp", type=int, default=1, help="tensor_parallel_size of every engine")
+    ap.add_argument("--engine", default="{}", help="JSON of extra LLM kwargs for every engine (compilation_config "
+                    "is merged into the script's)")
     ap.add_argument("--engine-timeout", type=int, default=None, help="seconds per backend's engine process")
     ap.add_argument("--plot", help="only draw the PNG of this bench_e2e.json")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -142,11 +146,12 @@ def main() -> None:
     model = write_qwen3_8b_shape(Path(tempfile.mkdtemp(prefix="bench-e2e-")) / "qwen3-8b-shape")
     out_path = Path(args.out, "bench_e2e.json")
     data = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "vllm": vllm.__version__,
-            "budget": args.budget, "gen": args.gen, "tp": args.tp, "command": " ".join(sys.argv), "results": []}
+            "budget": args.budget, "gen": args.gen, "tp": args.tp, "engine": json.loads(args.engine), "command": " ".join(sys.argv), "results": []}
     for backend in args.backends.split(","):
         spec = {"model": str(model), "backend": backend, "budget": args.budget, "configs": configs, "gen": args.gen,
                 "repeats": args.repeats, "max_model_len": max(c for _, c in configs) + 64,
-                "gpu_memory_utilization": args.gpu_memory_utilization, "tp": args.tp}
+                "gpu_memory_utilization": args.gpu_memory_utilization, "tp": args.tp,
+                "engine": json.loads(args.engine)}
         spec_path = Path(tempfile.mkstemp(suffix=".json")[1])
         spec_path.write_text(json.dumps(spec))
         t0 = time.time()

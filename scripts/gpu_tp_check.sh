@@ -1,33 +1,23 @@
 #!/bin/bash
-# Tensor parallelism on a 2-GPU host (issue 8), as run on the device: which all-reduce setup lets vLLM's own
-# FLASH_ATTN run TP=2 with CUDA graphs on this host (three probes at once), then the full
-# `gpu_check.py --phase tp` with the first setup that worked. Writes $OUT/tp-check.tgz (all logs, stacks of
-# anything that hung) and $OUT/tp-setup.txt (the setup used). Needs the faulthandler hook of gpu_timeout.sh.
+# Tensor parallelism on a 2-GPU host (issue 8), as run on the device (docs/tensor-parallel.md):
+#   1. gpu_check.py --phase tp: budget >= context == FLASH_ATTN at TP=2 (CUDA graphs); both ranks select
+#      identical sets (eager, traced); TP=1 vs TP=2 first-step sets;
+#   2. bench_e2e.py --tp 2: decode tokens/s, lessismore vs FLASH_ATTN, both at TP=2 (CUDA graphs).
+# TP_ENGINE (JSON, LLM kwargs for the TP=2 engines) defaults to turning off vLLM's FlashInfer all-reduce + RMSNorm
+# fusion: on the 2 x H200 host the tool lends, vLLM 0.26 picks its "mnnvl" backend and every compiled TP=2 engine,
+# stock FLASH_ATTN included, dies with an illegal memory access in profile_run (eager engines, which do not
+# compile the fusion, run). Each step runs under gpu_timeout.sh (stacks of anything that hangs, then kill).
+# Writes $OUT/tp.json, $OUT/bench_e2e.json and $OUT/tp-check.tgz (all logs).
 set -u
 T=scripts/gpu_timeout.sh
-PROBE="--phase tp --only FLASH_ATTN_tp2 --engine-timeout ${PROBE_S:-190}"
-NOCAR='{"disable_custom_all_reduce": true}'
-mkdir -p /tmp/tp/default /tmp/tp/no-car /tmp/tp/no-car-no-p2p /tmp/tp/full
-$T $((${PROBE_S:-190} + 10)) python3 scripts/gpu_check.py $PROBE --work /tmp/tp/default --out /tmp/tp/default \
-  > /tmp/tp/default.txt 2>&1 &
-$T $((${PROBE_S:-190} + 10)) python3 scripts/gpu_check.py $PROBE --work /tmp/tp/no-car --out /tmp/tp/no-car \
-  --tp-engine "$NOCAR" > /tmp/tp/no-car.txt 2>&1 &
-NCCL_P2P_DISABLE=1 $T $((${PROBE_S:-190} + 10)) python3 scripts/gpu_check.py $PROBE --work /tmp/tp/no-car-no-p2p \
-  --out /tmp/tp/no-car-no-p2p --tp-engine "$NOCAR" > /tmp/tp/no-car-no-p2p.txt 2>&1 &
-wait
-ok() { [ -f "/tmp/tp/$1/tp.json" ] && ! grep -q 'error' "/tmp/tp/$1/tp.json"; }
-for setup in default no-car no-car-no-p2p; do
-  echo "probe $setup: $(ok $setup && echo ok || echo FAILED)" | tee -a "$OUT/tp-setup.txt"
-done
-chosen=""
-for setup in default no-car no-car-no-p2p; do ok $setup && { chosen=$setup; break; }; done
-echo "chosen: ${chosen:-none}" | tee -a "$OUT/tp-setup.txt"
-if [ -n "$chosen" ]; then
-  extra='{}'; envs=()
-  [ "$chosen" != default ] && extra=$NOCAR
-  [ "$chosen" = no-car-no-p2p ] && envs=(NCCL_P2P_DISABLE=1)
-  env "${envs[@]}" $T "${FULL_S:-300}" python3 scripts/gpu_check.py --phase tp --parallel 2 --tp-engine "$extra" \
-    --work /tmp/tp/full --out /tmp/tp/full --engine-timeout $((${FULL_S:-300} - 20)) > /tmp/tp/full.txt 2>&1
-  cp /tmp/tp/full/tp.json "$OUT/tp.json" 2>/dev/null
-fi
+TP_ENGINE=${TP_ENGINE:-'{"compilation_config": {"pass_config": {"fuse_allreduce_rms": false}}}'}
+mkdir -p /tmp/tp/check /tmp/tp/bench
+echo "TP_ENGINE=$TP_ENGINE" > /tmp/tp/setup.txt
+$T "${CHECK_S:-250}" python3 scripts/gpu_check.py --phase tp --parallel 2 --tp-engine "$TP_ENGINE" \
+  --work /tmp/tp/check --out /tmp/tp/check --engine-timeout $((${CHECK_S:-250} - 15)) > /tmp/tp/check.txt 2>&1
+cp /tmp/tp/check/tp.json "$OUT/tp.json" 2>/dev/null
+$T "${BENCH_S:-300}" python3 scripts/bench_e2e.py --tp 2 --backends lessismore,FLASH_ATTN \
+  --configs "${BENCH_CONFIGS:-8x32768,16x32768}" --engine "$TP_ENGINE" --out /tmp/tp/bench > /tmp/tp/bench.txt 2>&1
+cp /tmp/tp/bench/bench_e2e.json "$OUT/bench_e2e.json" 2>/dev/null
 tar czf "$OUT/tp-check.tgz" --exclude='*.safetensors' -C /tmp tp
+grep -h "RATIO\|ok in\|ERROR" /tmp/tp/*.txt
