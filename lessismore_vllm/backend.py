@@ -9,6 +9,7 @@ buffers; sparse layers read only those tokens through the block table.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -121,13 +122,12 @@ class LessIsMoreMetadataBuilder(AttentionMetadataBuilder[LessIsMoreMetadata]):
             # buffers are per stage), so its first layer selects.
             roles[min(roles)] = LayerRole.SELECT
         first_sparse = min((i for i, r in roles.items() if r is LayerRole.SPARSE), default=None)
-        if tp_size > 1 and dense_cls is not None and tp_rank == 0:
-            logger.warning("LessIsMore with tensor_parallel_size=%d on GPU has been tested on CPU workers only; "
-                           "the rank-key all-reduce under CUDA graphs is not yet validated", tp_size)
+        tp_check = tp_size > 1 and os.environ.get("LESSISMORE_TP_CHECK", "0") == "1"
         for name, layer in layers.items():
             idx = index[name]
             # the first sparse layer counts the step (all sparse layers of a step attend the same amount)
-            layer.impl.setup(roles[idx], self.config, self.stats if idx == first_sparse else None, tp_rank, tp_size)
+            layer.impl.setup(roles[idx], self.config, self.stats if idx == first_sparse else None, tp_rank, tp_size,
+                             tp_check=self.stats if tp_check and roles[idx] is LayerRole.SELECT else None)
         self.workspace = None  # sparse-decode split partials, sized for the largest decode batch
         if dense_cls is not None and layers:
             from lessismore_vllm.kernels import max_workspace_numel
@@ -209,6 +209,7 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
         self.role = LayerRole.DENSE  # until the builder assigns roles
         self.config: LessIsMoreConfig | None = None
         self.stats: SparseStats | None = None
+        self.tp_check: SparseStats | None = None
         self.tp_rank, self.tp_size, self.head_offset, self.total_heads = 0, 1, 0, num_heads
         dense_cls = compat.dense_backend_cls()
         self.dense_impl = (
@@ -221,10 +222,11 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
         )
 
     def setup(self, role: LayerRole, config: LessIsMoreConfig, stats: SparseStats | None = None, tp_rank: int = 0,
-              tp_size: int = 1) -> None:
+              tp_size: int = 1, tp_check: SparseStats | None = None) -> None:
         """Role and settings from the builder. Under tensor parallelism this rank's query heads are
-        [tp_rank * num_heads, (tp_rank + 1) * num_heads) of num_heads * tp_size (vLLM splits heads evenly)."""
-        self.role, self.config, self.stats = role, config, stats
+        [tp_rank * num_heads, (tp_rank + 1) * num_heads) of num_heads * tp_size (vLLM splits heads evenly).
+        tp_check: where a selection layer counts whether all ranks selected the same sets (LESSISMORE_TP_CHECK)."""
+        self.role, self.config, self.stats, self.tp_check = role, config, stats, tp_check
         self.tp_rank, self.tp_size = tp_rank, tp_size
         self.head_offset, self.total_heads = tp_rank * self.num_heads, self.num_heads * tp_size
 
@@ -258,8 +260,14 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
         if self.stats is not None and m.num_decodes > 0:
             self.stats.update(m.counts[: m.num_decodes], m.seq_lens[: m.num_decodes])
         if self.dense_impl is None:
-            return self._forward_reference(layer, query, kv_cache, m, output)
-        return self._forward_gpu(layer, query, key, value, kv_cache, m, output)
+            self._forward_reference(layer, query, kv_cache, m, output)
+        else:
+            self._forward_gpu(layer, query, key, value, kv_cache, m, output)
+        if self.tp_check is not None and m.num_decodes > 0:
+            nd = m.num_decodes
+            self.tp_check.check_agreement(m.positions[:nd], m.counts[:nd], m.seq_lens[:nd], compat.tp_all_reduce_sum,
+                                          self.tp_size)
+        return output
 
     # -- GPU: wrapped dense backend + Triton kernels ------------------------------------------------------------
     def _forward_gpu(self, layer, query, key, value, kv_cache, m, output):

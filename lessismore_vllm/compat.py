@@ -205,3 +205,11 @@ def tp_all_reduce_min_(tensor) -> None:
         tensor.copy_(pynccl.all_reduce(tensor, op=dist.ReduceOp.MIN))
         return
     dist.all_reduce(tensor, op=dist.ReduceOp.MIN, group=group.device_group)
+
+
+def tp_all_reduce_sum(tensor):
+    """SUM over the tensor-parallel group through vLLM's own all-reduce (custom all-reduce / PyNccl on CUDA, inside
+    CUDA graphs as the model's layers use it); returns the result."""
+    from vllm.distributed import tensor_model_parallel_all_reduce
+
+    return tensor_model_parallel_all_reduce(tensor)

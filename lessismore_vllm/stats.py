@@ -9,6 +9,10 @@ The same changes go to Prometheus counters (lessismore_*_total, see EXPORTED). T
 server runs with PROMETHEUS_MULTIPROC_DIR set (vLLM sets it itself for --api-server-count > 1): the workers
 that count are separate processes, and prometheus_client's multiprocess mode is how vLLM gathers metrics across
 processes. Only tensor-parallel rank 0 exports, so ranks are not counted twice.
+
+LESSISMORE_TP_CHECK=1 (tensor parallelism, a debugging aid): every selection layer also checks, inside the step
+and so inside CUDA graphs, that all ranks selected the same set (selection_checksums, summed over the ranks by
+vLLM's own all-reduce), and the stats line reports the rows that disagreed.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ class SparseStats:
 
     def __init__(self, device: torch.device | str, export: bool = True):
         self.counters = torch.zeros(len(self.FIELDS), dtype=torch.int64, device=device)
+        self.agreement = torch.zeros(2, dtype=torch.int64, device=device)  # TP check: rows checked, rows differing
+        self._last_agreement = [0, 0]
         self.interval = float(os.environ.get("LESSISMORE_STATS_INTERVAL", "30"))
         self.export = export
         self._last_time = time.monotonic()
@@ -59,6 +65,16 @@ class SparseStats:
         self.counters += torch.stack([
             real.sum(), (real & (counts < seq_lens)).sum(), counts.sum(), seq_lens.sum(),
         ]).to(torch.int64)
+
+    def check_agreement(self, positions: torch.Tensor, counts: torch.Tensor, seq_lens: torch.Tensor,
+                        sum_over_ranks, tp_size: int) -> None:
+        """Count this step's selection rows and those whose set differs on some rank (sum_over_ranks: a SUM
+        all-reduce that works in CUDA graphs, i.e. vLLM's tensor_model_parallel_all_reduce)."""
+        mine = selection_checksums(positions, counts)
+        total = sum_over_ranks(mine.clone())
+        real = seq_lens > 0
+        differs = (total != mine * tp_size).any(dim=1) & real
+        self.agreement += torch.stack([real.sum(), differs.sum()]).to(torch.int64)
 
     def totals(self) -> dict[str, int]:
         return dict(zip(self.FIELDS, self.counters.tolist()))
@@ -76,9 +92,25 @@ class SparseStats:
         if self.export:
             for field, counter in _prometheus_counters().items():
                 counter.inc(d[field])
+        agreement = self.agreement.tolist()
+        checked, differing = (a - b for a, b in zip(agreement, self._last_agreement))
+        self._last_agreement = agreement
         logger.info(
             "LessIsMore stats: decode row-steps=%d, ran sparse=%.1f%%, mean tokens attended per sparse-layer "
-            "step=%.1f, mean context=%.1f",
+            "step=%.1f, mean context=%.1f%s",
             d["row_steps"], 100.0 * d["sparse_row_steps"] / d["row_steps"], d["attended"] / d["row_steps"],
             d["context"] / d["row_steps"],
+            f", TP selection check: {differing} of {checked} selection rows differ across ranks" if checked else "",
         )
+
+
+def selection_checksums(positions: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """[rows, 3] float32 fingerprints of each row's selected positions (positions[r, :counts[r]]): the count and
+    two position sums modulo small primes, so every value stays an exact float32 integer (< 2^24 for up to 4096
+    positions), which a float SUM all-reduce adds exactly."""
+    width = positions.shape[1]
+    valid = torch.arange(width, device=positions.device)[None, :] < counts[:, None]
+    p = positions.long()
+    a = torch.where(valid, p % 4093, 0).sum(1)
+    b = torch.where(valid, (p * 7 + 3) % 4091, 0).sum(1)
+    return torch.stack([counts.long(), a, b], dim=1).to(torch.float32)

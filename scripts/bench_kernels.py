@@ -158,11 +158,16 @@ def main() -> None:
     ap.add_argument("--budgets", default="1024,2048,4096")
     ap.add_argument("--batches", default="1,8,32")
     ap.add_argument("--no-sweep", action="store_true", help="use DEFAULT_TUNING")
+    ap.add_argument("--heads", default="32,8", help="query,KV heads of the cache and query (16,4: one rank of "
+                    "the Qwen3-8B shape at tensor_parallel_size 2)")
     ap.add_argument("--profile", default="", help="BxLxK,...: GPU time of each selection kernel (eager, profiler)")
     args = ap.parse_args()
+    global HQ, HKV, KV_BYTES_PER_TOKEN
+    HQ, HKV = map(int, args.heads.split(","))
+    KV_BYTES_PER_TOKEN = HKV * 2 * D * 2
     name = torch.cuda.get_device_name()
     peak = next((v for k, v in PEAK_GBPS.items() if k in name), None)
-    result = {"device": name, "torch": torch.__version__, "triton": triton.__version__}
+    result = {"device": name, "torch": torch.__version__, "triton": triton.__version__, "heads": [HQ, HKV]}
     try:
         import vllm
 
