@@ -66,15 +66,18 @@ class SparseStats:
             real.sum(), (real & (counts < seq_lens)).sum(), counts.sum(), seq_lens.sum(),
         ]).to(torch.int64)
 
-    def check_agreement(self, positions: torch.Tensor, counts: torch.Tensor, seq_lens: torch.Tensor,
+    def check_agreement(self, positions: torch.Tensor, counts: torch.Tensor, seq_lens: torch.Tensor, budget: int,
                         sum_over_ranks, tp_size: int) -> None:
-        """Count this step's selection rows and those whose set differs on some rank (sum_over_ranks: a SUM
-        all-reduce that works in CUDA graphs, i.e. vLLM's tensor_model_parallel_all_reduce)."""
+        """Count this step's ranked rows (context > budget: the rows the rank-key all-reduce decides) and those
+        whose set differs on some rank. sum_over_ranks: a SUM all-reduce that works in CUDA graphs (vLLM's
+        tensor_model_parallel_all_reduce). Rows within the budget are not counted: they agree by construction,
+        and vLLM's warm-up passes before graph capture (1-3 token dummy contexts) get a placeholder from its
+        custom all-reduce instead of a sum."""
         mine = selection_checksums(positions, counts)
         total = sum_over_ranks(mine.clone())
-        real = seq_lens > 0
-        differs = (total != mine * tp_size).any(dim=1) & real
-        self.agreement += torch.stack([real.sum(), differs.sum()]).to(torch.int64)
+        ranked = seq_lens > budget
+        differs = (total != mine * tp_size).any(dim=1) & ranked
+        self.agreement += torch.stack([ranked.sum(), differs.sum()]).to(torch.int64)
 
     def totals(self) -> dict[str, int]:
         return dict(zip(self.FIELDS, self.counters.tolist()))
@@ -100,7 +103,7 @@ class SparseStats:
             "step=%.1f, mean context=%.1f%s",
             d["row_steps"], 100.0 * d["sparse_row_steps"] / d["row_steps"], d["attended"] / d["row_steps"],
             d["context"] / d["row_steps"],
-            f", TP selection check: {differing} of {checked} selection rows differ across ranks" if checked else "",
+            f", TP selection check: {differing} of {checked} ranked rows differ across ranks" if checked else "",
         )
 
 

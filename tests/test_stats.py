@@ -29,12 +29,13 @@ def test_checksums_ignore_entries_past_the_count_and_see_any_changed_position():
 
 def test_check_agreement_counts_rows_that_differ_on_another_rank():
     positions, counts = _rows(1)
-    seq_lens = torch.tensor([900, 800, 0, 700, 600], dtype=torch.int32)  # row 2 is CUDA-graph padding
+    # row 2 is CUDA-graph padding, row 4 fits the budget (not ranked: both not counted)
+    seq_lens = torch.tensor([900, 800, 0, 700, 60], dtype=torch.int32)
     other = positions.clone()
     other[3, 0] = other[3, 0] + 1  # the other rank chose another token in row 3
     other_sums = selection_checksums(other, counts)
     stats = SparseStats("cpu")
-    stats.check_agreement(positions, counts, seq_lens, lambda mine: mine + other_sums, tp_size=2)
-    assert stats.agreement.tolist() == [4, 1]
-    stats.check_agreement(positions, counts, seq_lens, lambda mine: mine * 2, tp_size=2)  # ranks agree
-    assert stats.agreement.tolist() == [8, 1]
+    stats.check_agreement(positions, counts, seq_lens, 64, lambda mine: mine + other_sums, tp_size=2)
+    assert stats.agreement.tolist() == [3, 1]
+    stats.check_agreement(positions, counts, seq_lens, 64, lambda mine: mine * 2, tp_size=2)  # ranks agree
+    assert stats.agreement.tolist() == [6, 1]
