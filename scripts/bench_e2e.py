@@ -40,6 +40,9 @@ def worker(spec: dict) -> dict:
         kw["additional_config"] = {"lessismore": {"budget": spec["budget"]}}
     t0 = time.time()
     extra = dict(spec.get("engine", {}))
+    if spec.get("profile_dir"):  # vLLM's torch profiler on every worker, started around a few extra steps below
+        extra["profiler_config"] = {"profiler": "torch", "torch_profiler_with_stack": False,
+                                    "torch_profiler_dir": str(Path(spec["profile_dir"], spec["backend"]))}
     compilation = {"cudagraph_capture_sizes": batches, **extra.pop("compilation_config", {})}
     llm = LLM(model=spec["model"], load_format="dummy", skip_tokenizer_init=True, dtype="bfloat16",
               max_model_len=spec["max_model_len"], max_num_seqs=max(batches), enable_prefix_caching=True,
@@ -71,6 +74,10 @@ def worker(spec: dict) -> dict:
         row = {"batch": batch, "context": ctx, "gen": gen, "decode_step_ms": round(best, 3),
                "decode_tok_s": round(batch * 1000 / best, 1), "prefill_s": round(prefill_s, 2)}
         print(f"[{spec['backend']}] {row}", flush=True)
+        if spec.get("profile_dir"):  # after the timed passes, so the profiler does not touch the numbers
+            llm.start_profile(profile_prefix=f"{spec['backend']}_{batch}x{ctx}")
+            llm.generate(prompts, SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True), use_tqdm=False)
+            llm.stop_profile()
         out["configs"].append(row)
     return out
 
@@ -124,6 +131,8 @@ def main() -> None:
     ap.add_argument("--tp", type=int, default=1, help="tensor_parallel_size of every engine")
     ap.add_argument("--engine", default="{}", help="JSON of extra LLM kwargs for every engine (compilation_config "
                     "is merged into the script's)")
+    ap.add_argument("--profile", help="folder for torch-profiler traces (per worker) of 8 extra decode steps per "
+                    "config, taken after the timed passes")
     ap.add_argument("--engine-timeout", type=int, default=None, help="seconds per backend's engine process")
     ap.add_argument("--plot", help="only draw the PNG of this bench_e2e.json")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -151,7 +160,7 @@ def main() -> None:
         spec = {"model": str(model), "backend": backend, "budget": args.budget, "configs": configs, "gen": args.gen,
                 "repeats": args.repeats, "max_model_len": max(c for _, c in configs) + 64,
                 "gpu_memory_utilization": args.gpu_memory_utilization, "tp": args.tp,
-                "engine": json.loads(args.engine)}
+                "engine": json.loads(args.engine), "profile_dir": args.profile}
         spec_path = Path(tempfile.mkstemp(suffix=".json")[1])
         spec_path.write_text(json.dumps(spec))
         t0 = time.time()

@@ -30,6 +30,16 @@ def test_sparse_decode_other_launch_shapes():
         check_sparse_decode([70, 0, 33, 24], 8, 2, 64, budget=40, dtype=torch.float32, device=DEVICE, tuning=tuning)
 
 
+def test_sparse_decode_rows_below_the_budget_use_every_split():
+    """8 splits of a 128-token width: rows that attend fewer tokens (short contexts) divide their own count over the
+    splits (37 tokens: 16 + 16 + 5 + five empty splits), which the combine must weigh correctly."""
+    from lessismore_vllm.kernels import SparseDecodeTuning
+
+    tuning = SparseDecodeTuning(block_n=16, max_splits=8, target_programs=4096)
+    check_sparse_decode([100, 37, 0, 128, 200, 1], 8, 2, 64, budget=128, dtype=torch.float32, device=DEVICE,
+                        tuning=tuning)
+
+
 def test_sparse_decode_fp16():
     check_sparse_decode([50, 0, 33], 8, 2, 64, budget=32, dtype=torch.float16, device=DEVICE)
 

@@ -39,7 +39,7 @@ def _sparse_decode_split_kernel(
     stride_qt, stride_qh,
     stride_kv_block, stride_kv_head, stride_kv_slot, stride_kv_chan,
     stride_slots,
-    scale_log2, tokens_per_split,
+    scale_log2,
     NUM_HEADS: tl.constexpr, NUM_SPLITS: tl.constexpr, HEAD_DIM: tl.constexpr, GROUP: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
@@ -47,6 +47,9 @@ def _sparse_decode_split_kernel(
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
     count = tl.load(counts_ptr + row)
+    # Split this row's own count, not the buffer width: a row that attends fewer tokens than the budget (short
+    # context) spreads them over all its splits instead of leaving the last ones idle.
+    tokens_per_split = tl.cdiv(tl.cdiv(count, NUM_SPLITS), BLOCK_N) * BLOCK_N
     start = split * tokens_per_split
     end = tl.minimum(start + tokens_per_split, count)
 
@@ -115,7 +118,8 @@ def _combine_splits_kernel(
 
 
 def plan_splits(rows: int, num_kv_heads: int, width: int, tuning: SparseDecodeTuning = DEFAULT_TUNING):
-    """(num_splits, tokens_per_split) from static sizes only, so a captured graph replays for any counts."""
+    """(num_splits, tokens_per_split at full width) from static sizes only, so a captured graph replays for any
+    counts; the kernel divides each row's own count over the splits."""
     block_n = tuning.block_n
     splits = max(1, min(tuning.max_splits, triton.cdiv(tuning.target_programs, max(1, rows * num_kv_heads)),
                         triton.cdiv(width, block_n)))
@@ -169,7 +173,7 @@ def sparse_decode(
         return output
     num_kv_heads, block_size = kv_cache.shape[1], kv_cache.shape[2]
     group = num_heads // num_kv_heads
-    num_splits, per_split = plan_splits(rows, num_kv_heads, slots.shape[1], tuning)
+    num_splits, _ = plan_splits(rows, num_kv_heads, slots.shape[1], tuning)
     if workspace is None:
         workspace = torch.empty(workspace_numel(rows, num_heads, head_dim, num_splits), device=query.device,
                                 dtype=torch.float32)
@@ -180,7 +184,7 @@ def sparse_decode(
     _sparse_decode_split_kernel[(rows, num_kv_heads, num_splits)](
         query, kv_cache, slots, counts, acc, ml,
         query.stride(0), query.stride(1), *kv_cache.stride(), slots.stride(0),
-        scale * LOG2E, per_split,
+        scale * LOG2E,
         NUM_HEADS=num_heads, NUM_SPLITS=num_splits, HEAD_DIM=head_dim, GROUP=group, BLOCK_SIZE=block_size,
         BLOCK_G=max(16, triton.next_power_of_2(group)), BLOCK_D=block_d, BLOCK_N=tuning.block_n,
         num_warps=tuning.num_warps, num_stages=tuning.num_stages,
