@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -77,16 +78,18 @@ def _counters(llm) -> dict[str, float]:
 def run_logged(cmd: list[str], log_path: str | None = None, timeout: float | None = None,
                env: dict[str, str] | None = None) -> tuple[int | None, str]:
     """Run cmd with stdout and stderr streamed into log_path (a temporary file if None), so a run that is cut off
-    or times out still leaves its log; returns (exit status or None on timeout, log text)."""
+    or times out still leaves its log; returns (exit status or None on timeout, log text). On timeout the whole
+    process group goes (vLLM's engine-core and worker processes would otherwise keep their GPU memory)."""
     own = log_path is None
     if own:
         log_path = tempfile.mkstemp(suffix=".log")[1]
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env,
+                                start_new_session=True)
         try:
             code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             code = None
     text = open(log_path).read()

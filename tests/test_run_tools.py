@@ -1,0 +1,52 @@
+"""The tools that keep a cut-off or hung GPU run diagnosable: harness.run_logged keeps the log of a process that
+timed out; scripts/gpu_timeout.sh prints every Python process's stacks, then kills the whole session."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lessismore_vllm.harness import run_logged
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_run_logged_keeps_the_log_of_a_timed_out_process_and_ends_its_children(tmp_path):
+    log, pid_file = tmp_path / "x.log", tmp_path / "child.pid"
+    spawn = ("import subprocess, sys, time; print('started', flush=True); "
+             "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+             f"open({str(pid_file)!r}, 'w').write(str(c.pid)); time.sleep(60)")
+    code, text = run_logged([sys.executable, "-c", spawn], str(log), timeout=4)
+    assert code is None and "started" in text and log.read_text() == text
+    child = int(pid_file.read_text())
+    for _ in range(50):  # the grandchild (an engine's worker, say) is gone too (or a zombie nobody reaped yet)
+        status = Path(f"/proc/{child}/status")
+        if not status.exists() or "State:\tZ" in status.read_text():
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the timed-out process's child is still running")
+    code, text = run_logged([sys.executable, "-c", "import sys; print('RESULT 1'); sys.exit(3)"])
+    assert code == 3 and text.strip() == "RESULT 1"
+
+
+def test_gpu_timeout_dumps_stacks_of_parent_and_child_then_kills(tmp_path):
+    hook = tmp_path / "fh"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import faulthandler, signal\nfaulthandler.register(signal.SIGUSR1, all_threads=True)\n")
+    env = {**os.environ, "PYTHONPATH": f"{hook}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    child = "import time\\ndef waiting_child():\\n    time.sleep(60)\\nwaiting_child()"
+    parent = f"import subprocess, sys; subprocess.run([sys.executable, '-c', '{child}'])"
+    t0 = time.time()
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_timeout.sh"), "4", sys.executable, "-c", parent],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 124
+    assert time.time() - t0 < 40
+    assert "still running after 4 s" in proc.stderr
+    assert "waiting_child" in proc.stderr  # the grandchild's stack
+    assert "subprocess.py" in proc.stderr  # the parent's stack, waiting on it
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_timeout.sh"), "10", sys.executable, "-c",
+                           "import sys; sys.exit(5)"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 5  # a command that ends in time keeps its exit status
