@@ -158,6 +158,8 @@ def main() -> None:
     ap.add_argument("--budgets", default="1024,2048,4096")
     ap.add_argument("--batches", default="1,8,32")
     ap.add_argument("--no-sweep", action="store_true", help="use DEFAULT_TUNING")
+    ap.add_argument("--below-budget", action="store_true", help="also contexts L <= budget: the sparse layer then "
+                    "attends all L tokens through our kernel, FA3 reads the same bytes (the e2e short-context case)")
     ap.add_argument("--heads", default="32,8", help="query,KV heads of the cache and query (16,4: one rank of "
                     "the Qwen3-8B shape at tensor_parallel_size 2)")
     ap.add_argument("--profile", default="", help="BxLxK,...: GPU time of each selection kernel (eager, profiler)")
@@ -197,7 +199,7 @@ def main() -> None:
                 print(f"vLLM Triton decode unavailable: {type(e).__name__}: {e}", flush=True)
             dense_bytes = batch * L * KV_BYTES_PER_TOKEN
             for budget in map(int, args.budgets.split(",")):
-                if budget >= L:
+                if budget >= L and not args.below_budget:
                     continue
                 pos, cnt, slots = c.selection_buffers(budget)
                 ws = torch.empty(max_workspace_numel(batch, HQ, HKV, D, budget, tuning), device="cuda",
@@ -212,7 +214,7 @@ def main() -> None:
                 logits = decode_logits(c.q, c.kv, c.bt, c.seq_lens, c.scale, width)
                 t_union = bench(lambda: select_tokens_batched(logits, c.seq_lens, budget, 0.25, 4, pos, cnt))
                 t_slots = bench(lambda: slots_from_positions(c.bt, pos, BS, slots))
-                sparse_bytes = batch * budget * (KV_BYTES_PER_TOKEN + 4)
+                sparse_bytes = batch * min(budget, L) * (KV_BYTES_PER_TOKEN + 4)  # a row attends min(L, budget)
                 row = {
                     "batch": batch, "L": L, "budget": budget,
                     "fa3_ms": t_fa3, "fa3_GBps": dense_bytes / t_fa3 / 1e6,
