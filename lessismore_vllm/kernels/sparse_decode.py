@@ -117,14 +117,15 @@ def _combine_splits_kernel(
              mask=offs_d < HEAD_DIM)
 
 
-def plan_splits(rows: int, num_kv_heads: int, width: int, tuning: SparseDecodeTuning = DEFAULT_TUNING):
-    """(num_splits, tokens_per_split at full width) from static sizes only, so a captured graph replays for any
-    counts; the kernel divides each row's own count over the splits."""
+def plan_splits(rows: int, num_kv_heads: int, width: int, tuning: SparseDecodeTuning = DEFAULT_TUNING) -> int:
+    """Splits per (row, KV head), from static sizes only, so a captured graph replays for any counts: enough
+    programs to fill the GPU, none emptier than block_n tokens at full width. The kernel divides each row's own
+    count over them."""
     block_n = tuning.block_n
     splits = max(1, min(tuning.max_splits, triton.cdiv(tuning.target_programs, max(1, rows * num_kv_heads)),
                         triton.cdiv(width, block_n)))
     per_split = triton.cdiv(triton.cdiv(width, splits), block_n) * block_n
-    return triton.cdiv(width, per_split), per_split
+    return triton.cdiv(width, per_split)
 
 
 def workspace_numel(rows: int, num_heads: int, head_dim: int, num_splits: int) -> int:
@@ -134,7 +135,7 @@ def workspace_numel(rows: int, num_heads: int, head_dim: int, num_splits: int) -
 def max_workspace_numel(max_rows: int, num_heads: int, num_kv_heads: int, head_dim: int, width: int,
                         tuning: SparseDecodeTuning = DEFAULT_TUNING) -> int:
     """Workspace for any decode batch of up to max_rows rows (the builder allocates it once)."""
-    return max(workspace_numel(r, num_heads, head_dim, plan_splits(r, num_kv_heads, width, tuning)[0])
+    return max(workspace_numel(r, num_heads, head_dim, plan_splits(r, num_kv_heads, width, tuning))
                for r in range(1, max_rows + 1))
 
 
@@ -173,7 +174,7 @@ def sparse_decode(
         return output
     num_kv_heads, block_size = kv_cache.shape[1], kv_cache.shape[2]
     group = num_heads // num_kv_heads
-    num_splits, _ = plan_splits(rows, num_kv_heads, slots.shape[1], tuning)
+    num_splits = plan_splits(rows, num_kv_heads, slots.shape[1], tuning)
     if workspace is None:
         workspace = torch.empty(workspace_numel(rows, num_heads, head_dim, num_splits), device=query.device,
                                 dtype=torch.float32)
