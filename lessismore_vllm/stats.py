@@ -53,11 +53,10 @@ class SparseStats:
     def __init__(self, device: torch.device | str, export: bool = True):
         self.counters = torch.zeros(len(self.FIELDS), dtype=torch.int64, device=device)
         self.agreement = torch.zeros(2, dtype=torch.int64, device=device)  # TP check: rows checked, rows differing
-        self._last_agreement = [0, 0]
         self.interval = float(os.environ.get("LESSISMORE_STATS_INTERVAL", "30"))
         self.export = export
         self._last_time = time.monotonic()
-        self._last = [0] * len(self.FIELDS)
+        self._last = [0] * (len(self.FIELDS) + 2)  # counters, then agreement
 
     def update(self, counts: torch.Tensor, seq_lens: torch.Tensor) -> None:
         """counts/seq_lens of this step's decode rows (padded rows have seq_len 0 and count nothing)."""
@@ -87,17 +86,16 @@ class SparseStats:
             return
         if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
             return
-        now = self.counters.tolist()  # one device sync per interval
-        d = dict(zip(self.FIELDS, (a - b for a, b in zip(now, self._last))))
+        now = torch.cat([self.counters, self.agreement]).tolist()  # one device sync per interval
+        delta = [a - b for a, b in zip(now, self._last)]
+        d = dict(zip(self.FIELDS, delta))
+        checked, differing = delta[len(self.FIELDS):]
         self._last, self._last_time = now, time.monotonic()
         if d["row_steps"] == 0:
             return
         if self.export:
             for field, counter in _prometheus_counters().items():
                 counter.inc(d[field])
-        agreement = self.agreement.tolist()
-        checked, differing = (a - b for a, b in zip(agreement, self._last_agreement))
-        self._last_agreement = agreement
         logger.info(
             "LessIsMore stats: decode row-steps=%d, ran sparse=%.1f%%, mean tokens attended per sparse-layer "
             "step=%.1f, mean context=%.1f%s",
