@@ -83,3 +83,74 @@ def test_select_tensor_parallel_ranks_agree_with_one_device(method):
     from kernel_checks import check_select_tensor_parallel
 
     check_select_tensor_parallel([300, 0, 70, 12], 8, 4, 32, budget=40, device=DEVICE, method=method)
+
+
+class _LaunchRecorder:
+    """Stands in for a Triton kernel: records each launch's arguments, then launches the real kernel."""
+
+    def __init__(self, kernel, name, log):
+        self.kernel, self.name, self.log = kernel, name, log
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.log.append((self.name, dict(zip(self.kernel.arg_names, args)), kwargs))
+            return self.kernel[grid](*args, **kwargs)
+
+        return launch
+
+
+def test_kernel_specialization_does_not_depend_on_batch_size(monkeypatch):
+    """Decode batches of any size launch the same compiled kernels: every constexpr is the same for 1..17 rows,
+    and an integer argument that changes with the batch is one the kernel never specialises on. Otherwise a
+    batch size the server has not seen yet compiles kernels mid-step (measured: ~1 s per such step on a GPU)."""
+    import importlib
+
+    from kernel_checks import paged_setup
+    from lessismore_vllm.kernels import selection, sparse_decode
+
+    sparse_module = importlib.import_module("lessismore_vllm.kernels.sparse_decode")
+
+    monkeypatch.setattr(selection, "SELECT_TILE", 256)  # several tiles, so programs per segment vary with rows
+    monkeypatch.setattr(selection, "SELECT_TARGET_PROGRAMS", 16)
+    log = []
+    for module in (selection, sparse_module):
+        for name in dir(module):
+            if name.endswith("_kernel"):
+                monkeypatch.setattr(module, name, _LaunchRecorder(getattr(module, name), name, log))
+    dont_specialize = set(selection.BATCH_DEPENDENT_ARGS) | set(sparse_module.BATCH_DEPENDENT_ARGS)
+
+    max_rows, budget, block_size = 17, 64, 16
+    few_programs = sparse_module.SparseDecodeTuning(block_n=16, target_programs=8)  # splits: 4 at 1 row, 1 at 5
+    seq_lens = [300 + 37 * i for i in range(max_rows)]
+    kv_cache, block_table = paged_setup(seq_lens, 2, 32, block_size, torch.float32, DEVICE)
+    query = torch.randn(max_rows, 8, 32, device=DEVICE)
+    seq = torch.tensor(seq_lens, dtype=torch.int32, device=DEVICE)
+    # the builder's buffers: fixed width, as many rows as the largest batch
+    positions = torch.zeros(max_rows, budget, dtype=torch.int32, device=DEVICE)
+    counts = torch.zeros(max_rows, dtype=torch.int32, device=DEVICE)
+    slots = torch.zeros(max_rows, budget, dtype=torch.int32, device=DEVICE)
+    out = torch.empty_like(query)
+    launches = {}  # rows -> {kernel: [(constexprs, int args)]}
+    for rows in (1, 2, 5, 16, 17):
+        log.clear()
+        selection.select(query[:rows], kv_cache, block_table[:rows], seq[:rows], 0.2, budget, 0.25, 4, positions,
+                         counts, slots)
+        sparse_decode(query[:rows], kv_cache, slots[:rows], counts[:rows], 0.2, out[:rows], tuning=few_programs)
+        per_kernel = {}
+        for name, args, kwargs in log:
+            ints = {k: v for k, v in args.items() if isinstance(v, int) and not isinstance(v, bool)}
+            per_kernel.setdefault(name, []).append((kwargs, ints))
+        launches[rows] = per_kernel
+
+    first = launches[1]
+    assert {"_radix_hist_kernel", "_sparse_decode_split_kernel", "_combine_splits_kernel"} <= set(first)
+    varying = set()
+    for rows, per_kernel in launches.items():
+        assert per_kernel.keys() == first.keys(), rows
+        for name, calls in per_kernel.items():
+            assert len(calls) == len(first[name]), (rows, name)
+            for (kwargs, ints), (kwargs0, ints0) in zip(calls, first[name]):
+                assert kwargs == kwargs0, f"{name}: constexprs change with the batch ({rows} rows vs 1)"
+                varying |= {arg for arg in ints if ints[arg] != ints0[arg]}
+    assert varying, "the check saw no batch-dependent argument (it would pass for any kernel)"
+    assert varying <= dont_specialize, varying - dont_specialize

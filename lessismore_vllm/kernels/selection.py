@@ -32,6 +32,7 @@ LOGITS_CHUNK_BYTES = 256 << 20  # bounds the transient [rows, Hq, N] fp32 logits
 MAX_SORTED_MID = 4096  # a head's top-mid list is sorted in registers: up to 4096 entries
 SELECT_TILE = 1024  # keys per tile of the radix-select kernels
 SELECT_TARGET_PROGRAMS = 4096  # programs per radix-select launch, when there are enough tiles
+BATCH_DEPENDENT_ARGS = ["programs"]  # runtime values, never specialised on (see sparse_decode.BATCH_DEPENDENT_ARGS)
 
 
 @triton.jit
@@ -114,7 +115,7 @@ def _segment(row, seg, seq_lens_ptr, data_ptr, hist_ptr, stride_dr, stride_ds, s
     return lo, hi, data, hist
 
 
-@triton.jit
+@triton.jit(do_not_specialize=BATCH_DEPENDENT_ARGS)
 def _radix_hist_kernel(
     data_ptr, seq_lens_ptr, hist_ptr, stride_dr, stride_ds, stride_hr, stride_hs, programs,
     ROUND: tl.constexpr, ROUNDS: tl.constexpr, IS_LOGIT: tl.constexpr, KEY_CAP: tl.constexpr,
@@ -147,7 +148,7 @@ def _radix_hist_kernel(
         tl.atomic_add(hist + ROUND * 256 + bins, counts, mask=counts > 0)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=BATCH_DEPENDENT_ARGS)
 def _radix_count_kernel(
     data_ptr, seq_lens_ptr, hist_ptr, tile_counts_ptr, stride_dr, stride_ds, stride_hr, stride_hs,
     stride_cr, stride_cs, programs,
@@ -170,7 +171,7 @@ def _radix_count_kernel(
             tl.store(tile_counts + 2 * t + 1, tl.sum((m & (u == tau)).to(tl.int32), axis=0))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=BATCH_DEPENDENT_ARGS)
 def _radix_collect_kernel(
     data_ptr, seq_lens_ptr, hist_ptr, tile_counts_ptr, out_ptr, slots_ptr, block_table_ptr,
     stride_dr, stride_ds, stride_hr, stride_hs, stride_cr, stride_cs, stride_or, stride_os, stride_sr, stride_bt,

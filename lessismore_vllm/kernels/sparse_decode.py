@@ -32,15 +32,21 @@ class SparseDecodeTuning:
 DEFAULT_TUNING = SparseDecodeTuning()
 
 
-@triton.jit
+# Arguments that change with the decode batch size are runtime values, never specialised on: a batch size that
+# the process has not seen would otherwise compile a new kernel in the middle of serving (vLLM's JIT monitor
+# warns; ~1 s per step on the GPU, measured in docs/tensor-parallel.md).
+BATCH_DEPENDENT_ARGS = ["num_splits"]
+
+
+@triton.jit(do_not_specialize=BATCH_DEPENDENT_ARGS)
 def _sparse_decode_split_kernel(
     q_ptr, kv_ptr, slots_ptr, counts_ptr,
     acc_ptr, ml_ptr,  # workspace: acc [rows, Hq, S, D] fp32, ml [rows, Hq, S, 2] fp32 (running max, sum)
     stride_qt, stride_qh,
     stride_kv_block, stride_kv_head, stride_kv_slot, stride_kv_chan,
     stride_slots,
-    scale_log2,
-    NUM_HEADS: tl.constexpr, NUM_SPLITS: tl.constexpr, HEAD_DIM: tl.constexpr, GROUP: tl.constexpr,
+    scale_log2, num_splits,
+    NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, GROUP: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     row = tl.program_id(0)
@@ -49,7 +55,7 @@ def _sparse_decode_split_kernel(
     count = tl.load(counts_ptr + row)
     # Split this row's own count, not the buffer width: a row that attends fewer tokens than the budget (short
     # context) spreads them over all its splits instead of leaving the last ones idle.
-    tokens_per_split = tl.cdiv(tl.cdiv(count, NUM_SPLITS), BLOCK_N) * BLOCK_N
+    tokens_per_split = tl.cdiv(tl.cdiv(count, num_splits), BLOCK_N) * BLOCK_N
     start = split * tokens_per_split
     end = tl.minimum(start + tokens_per_split, count)
 
@@ -84,24 +90,24 @@ def _sparse_decode_split_kernel(
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
 
-    slot_out = (row * NUM_HEADS + heads) * NUM_SPLITS + split  # [BLOCK_G]
+    slot_out = (row * NUM_HEADS + heads) * num_splits + split  # [BLOCK_G]
     tl.store(acc_ptr + slot_out[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=g_mask[:, None] & d_mask[None, :])
     tl.store(ml_ptr + slot_out * 2, m_i, mask=g_mask)
     tl.store(ml_ptr + slot_out * 2 + 1, l_i, mask=g_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=BATCH_DEPENDENT_ARGS)
 def _combine_splits_kernel(
-    acc_ptr, ml_ptr, out_ptr, stride_ot, stride_oh,
-    NUM_HEADS: tl.constexpr, NUM_SPLITS: tl.constexpr, HEAD_DIM: tl.constexpr,
+    acc_ptr, ml_ptr, out_ptr, stride_ot, stride_oh, num_splits,
+    NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
     BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     row = tl.program_id(0)
     head = tl.program_id(1)
     offs_s = tl.arange(0, BLOCK_S)
     offs_d = tl.arange(0, BLOCK_D)
-    s_mask = offs_s < NUM_SPLITS
-    slot = (row * NUM_HEADS + head) * NUM_SPLITS + offs_s
+    s_mask = offs_s < num_splits
+    slot = (row * NUM_HEADS + head) * num_splits + offs_s
     m = tl.load(ml_ptr + slot * 2, mask=s_mask, other=float("-inf"))
     l = tl.load(ml_ptr + slot * 2 + 1, mask=s_mask, other=0.0)
     m_max = tl.max(m, axis=0)
@@ -185,14 +191,14 @@ def sparse_decode(
     _sparse_decode_split_kernel[(rows, num_kv_heads, num_splits)](
         query, kv_cache, slots, counts, acc, ml,
         query.stride(0), query.stride(1), *kv_cache.stride(), slots.stride(0),
-        scale * LOG2E,
-        NUM_HEADS=num_heads, NUM_SPLITS=num_splits, HEAD_DIM=head_dim, GROUP=group, BLOCK_SIZE=block_size,
+        scale * LOG2E, num_splits,
+        NUM_HEADS=num_heads, HEAD_DIM=head_dim, GROUP=group, BLOCK_SIZE=block_size,
         BLOCK_G=max(16, triton.next_power_of_2(group)), BLOCK_D=block_d, BLOCK_N=tuning.block_n,
         num_warps=tuning.num_warps, num_stages=tuning.num_stages,
     )
     _combine_splits_kernel[(rows, num_heads)](
-        acc, ml, output, output.stride(0), output.stride(1),
-        NUM_HEADS=num_heads, NUM_SPLITS=num_splits, HEAD_DIM=head_dim,
-        BLOCK_S=max(2, triton.next_power_of_2(num_splits)), BLOCK_D=block_d,
+        acc, ml, output, output.stride(0), output.stride(1), num_splits,
+        NUM_HEADS=num_heads, HEAD_DIM=head_dim,
+        BLOCK_S=max(2, triton.next_power_of_2(tuning.max_splits)), BLOCK_D=block_d,  # one variant for any batch
     )
     return output
