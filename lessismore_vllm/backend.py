@@ -123,10 +123,6 @@ class LessIsMoreMetadataBuilder(AttentionMetadataBuilder[LessIsMoreMetadata]):
             roles[min(roles)] = LayerRole.SELECT
         first_sparse = min((i for i, r in roles.items() if r is LayerRole.SPARSE), default=None)
         tp_check = tp_size > 1 and os.environ.get("LESSISMORE_TP_CHECK", "0") == "1"
-        if tp_size > 1 and dense_cls is not None and tp_rank == 0 and not tp_check:
-            logger.warning("LessIsMore with tensor_parallel_size=%d on GPU: ranks agreeing on the selection is "
-                           "verified eagerly, not yet inside CUDA graphs; LESSISMORE_TP_CHECK=1 checks it in this "
-                           "run (stats lines report rows that differ)", tp_size)
         for name, layer in layers.items():
             idx = index[name]
             # the first sparse layer counts the step (all sparse layers of a step attend the same amount)

@@ -8,6 +8,9 @@ from lessismore_vllm.reference import decode_logits as reference_logits
 from lessismore_vllm.reference import gather_kv, sparse_decode_reference
 from lessismore_vllm.selection import select_tokens
 
+# fp32 inputs: exact on CPU (the interpreter); on GPUs Triton's tl.dot rounds them to TF32 (10-bit mantissa).
+FP32_TOL = {"cpu": 1e-4, "cuda": 5e-3}
+
 
 def paged_setup(seq_lens, num_kv_heads, head_dim, block_size, dtype, device, seed=0, extra_blocks=3):
     g = torch.Generator().manual_seed(seed)
@@ -43,7 +46,7 @@ def check_sparse_decode(seq_lens, num_heads, num_kv_heads, head_dim, budget, dty
     sparse_decode(query, kv_cache, slots, counts, head_dim**-0.5, out, tuning=tuning or DEFAULT_TUNING)
     want = sparse_decode_reference(query.cpu(), kv_cache.cpu(), block_table.cpu(), positions.cpu(), counts.cpu(),
                                    head_dim**-0.5)
-    tol = 1e-4 if dtype == torch.float32 else 2e-2
+    tol = FP32_TOL[str(device).split(":")[0]] if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(out.float().cpu(), want, atol=tol, rtol=tol)
     for b, L in enumerate(seq_lens):
         if L == 0:
@@ -72,7 +75,7 @@ def check_select(seq_lens, num_heads, num_kv_heads, head_dim, budget, dtype, dev
     out_slots = torch.full((B + 2, budget), -1, dtype=torch.int32, device=device)
     select(query, kv_cache, block_table, seq, scale, budget, recency_ratio, sinks, out_pos, out_cnt, out_slots,
            method=method)
-    tol = 1e-4 if dtype == torch.float32 else 2e-2
+    tol = FP32_TOL[str(device).split(":")[0]] if dtype == torch.float32 else 2e-2
     for b, L in enumerate(seq_lens):
         k, _ = gather_kv(kv_cache.cpu(), block_table[b].cpu(), torch.arange(L))
         ref_logits = reference_logits(query[b].cpu(), k, scale)

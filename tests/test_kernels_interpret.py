@@ -131,6 +131,11 @@ def test_kernel_specialization_does_not_depend_on_batch_size(monkeypatch):
     slots = torch.zeros(max_rows, budget, dtype=torch.int32, device=DEVICE)
     out = torch.empty_like(query)
     launches = {}  # rows -> {kernel: [(constexprs, int args)]}
+    recorders = [getattr(m, n) for m in (selection, sparse_module) for n in dir(m) if n.endswith("_kernel")]
+
+    def compiled_variants():  # on a GPU: the kernels Triton has compiled so far (the interpreter compiles none)
+        return {r.name: sum(len(c[0]) for c in r.kernel.device_caches.values()) for r in recorders}
+
     for rows in (1, 2, 5, 16, 17):
         log.clear()
         selection.select(query[:rows], kv_cache, block_table[:rows], seq[:rows], 0.2, budget, 0.25, 4, positions,
@@ -141,6 +146,8 @@ def test_kernel_specialization_does_not_depend_on_batch_size(monkeypatch):
             ints = {k: v for k, v in args.items() if isinstance(v, int) and not isinstance(v, bool)}
             per_kernel.setdefault(name, []).append((kwargs, ints))
         launches[rows] = per_kernel
+        if DEVICE == "cuda" and rows == 1:
+            compiled_after_one_row = compiled_variants()
 
     first = launches[1]
     assert {"_radix_hist_kernel", "_sparse_decode_split_kernel", "_combine_splits_kernel"} <= set(first)
@@ -154,3 +161,5 @@ def test_kernel_specialization_does_not_depend_on_batch_size(monkeypatch):
                 varying |= {arg for arg in ints if ints[arg] != ints0[arg]}
     assert varying, "the check saw no batch-dependent argument (it would pass for any kernel)"
     assert varying <= dont_specialize, varying - dont_specialize
+    if DEVICE == "cuda":
+        assert compiled_variants() == compiled_after_one_row, "a larger batch compiled new kernel variants"
