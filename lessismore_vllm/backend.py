@@ -130,7 +130,10 @@ class LessIsMoreMetadataBuilder(AttentionMetadataBuilder[LessIsMoreMetadata]):
                              tp_check=self.stats if tp_check and roles[idx] is LayerRole.SELECT else None)
         self.workspace = None  # sparse-decode split partials, sized for the largest decode batch
         if dense_cls is not None and layers:
-            from lessismore_vllm.kernels import max_workspace_numel
+            from lessismore_vllm.kernels import cuda_ext, max_workspace_numel
+
+            if cuda_ext.chosen_kernel() == "cuda":  # a bad value fails here, naming the variable; build at startup
+                cuda_ext.load()
 
             num_heads = next(iter(layers.values())).impl.num_heads
             numel = max_workspace_numel(max_seqs, num_heads, kv_cache_spec.num_kv_heads, kv_cache_spec.head_size,

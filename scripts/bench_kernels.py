@@ -185,6 +185,10 @@ def main() -> None:
         print(f"best launch shape: {tuning}", flush=True)
     result["tuning"] = tuning.__dict__
 
+    from lessismore_vllm.kernels import cuda_ext
+
+    csrc = cuda_ext.load() is not None  # the csrc/ split kernel, timed next to the Triton one where it builds
+    result["csrc_built"] = csrc
     rows = []
     for batch in map(int, args.batches.split(",")):
         for L in map(int, args.lengths.split(",")):
@@ -204,7 +208,8 @@ def main() -> None:
                 pos, cnt, slots = c.selection_buffers(budget)
                 ws = torch.empty(max_workspace_numel(batch, HQ, HKV, D, budget, tuning), device="cuda",
                                  dtype=torch.float32)
-                t_sparse = bench(lambda: sparse_decode(c.q, c.kv, slots, cnt, c.scale, c.out, ws, tuning))
+                t_sparse = bench(lambda: sparse_decode(c.q, c.kv, slots, cnt, c.scale, c.out, ws, tuning, "triton"))
+                t_csrc = csrc and bench(lambda: sparse_decode(c.q, c.kv, slots, cnt, c.scale, c.out, ws, tuning, "cuda"))
                 t_select = bench(lambda: select(c.q, c.kv, c.bt, c.seq_lens, c.scale, budget, 0.25, 4, pos, cnt, slots,
                                                 method="triton"))
                 t_select_torch = bench(lambda: select(c.q, c.kv, c.bt, c.seq_lens, c.scale, budget, 0.25, 4, pos, cnt,
@@ -221,6 +226,7 @@ def main() -> None:
                     "triton_ms": t_triton, "triton_GBps": t_triton and dense_bytes / t_triton / 1e6,
                     "sparse_ms": t_sparse, "sparse_GBps": sparse_bytes / t_sparse / 1e6,
                     "sparse_speedup_vs_fa3": t_fa3 / t_sparse,
+                    "csrc_ms": t_csrc or None, "csrc_GBps": t_csrc and sparse_bytes / t_csrc / 1e6,
                     "sparse_speedup_vs_triton": t_triton and t_triton / t_sparse,
                     "selection_step_ms": t_select, "selection_logits_ms": t_logits,
                     "selection_step_torch_union_ms": t_select_torch, "torch_union_only_ms": t_union,
@@ -228,13 +234,14 @@ def main() -> None:
                     "selection_layer_vs_dense_layer": (t_fa3 + t_select) / t_fa3,
                 }
                 if peak:
-                    for k in ("fa3", "triton", "sparse"):
+                    for k in ("fa3", "triton", "sparse", "csrc"):
                         if row[f"{k}_GBps"]:
                             row[f"{k}_pct_peak"] = 100 * row[f"{k}_GBps"] / peak
                 rows.append(row)
                 print(f"B={batch:3d} L={L:6d} K={budget:5d} | FA3 {t_fa3:7.3f} ms {row['fa3_GBps']:5.0f} GB/s | "
                       f"triton {t_triton or 0:7.3f} | sparse {t_sparse:6.3f} ms {row['sparse_GBps']:5.0f} GB/s "
                       f"({row.get('sparse_pct_peak', 0):4.1f}%) x{row['sparse_speedup_vs_fa3']:5.2f} vs FA3 | "
+                      f"csrc {t_csrc or 0:6.3f} ms ({row.get('csrc_pct_peak', 0):4.1f}%) | "
                       f"select {t_select:6.3f} (logits {t_logits:.3f}; torch-union variant {t_select_torch:.3f}) "
                       f"layer {row['selection_layer_vs_dense_layer']:5.2f}x dense", flush=True)
             del c

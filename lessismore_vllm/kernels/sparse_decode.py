@@ -15,6 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
+from lessismore_vllm.kernels import cuda_ext
+
 LOG2E = 1.4426950408889634
 
 
@@ -169,11 +171,14 @@ def sparse_decode(
     output: torch.Tensor,
     workspace: torch.Tensor | None = None,
     tuning: SparseDecodeTuning = DEFAULT_TUNING,
+    kernel: str | None = None,
 ) -> torch.Tensor:
     """output[b] = softmax attention of query[b] over the cache slots slots[b, :counts[b]] (0 where counts[b] == 0).
 
     query/output [rows, Hq, D]; kv_cache [blocks, Hkv, block_size, 2D] (any strides); slots [rows, width] int32
     (see slots_from_positions); counts [rows] int32. workspace: fp32, >= workspace_numel(...) elements.
+    kernel: the split phase, "triton" or "cuda" (csrc/; an error if it cannot run); None: as
+    cuda_ext.chosen_kernel() says, falling back to Triton where the CUDA kernel cannot run.
     """
     rows, num_heads, head_dim = query.shape
     if rows == 0:
@@ -188,17 +193,36 @@ def sparse_decode(
     acc, ml = workspace[:n_acc], workspace[n_acc: n_acc + rows * num_heads * num_splits * 2]
     assert query.stride(-1) == 1 and output.stride(-1) == 1
     block_d = triton.next_power_of_2(head_dim)
-    _sparse_decode_split_kernel[(rows, num_kv_heads, num_splits)](
-        query, kv_cache, slots, counts, acc, ml,
-        query.stride(0), query.stride(1), *kv_cache.stride(), slots.stride(0),
-        scale * LOG2E, num_splits,
-        NUM_HEADS=num_heads, HEAD_DIM=head_dim, GROUP=group, BLOCK_SIZE=block_size,
-        BLOCK_G=max(16, triton.next_power_of_2(group)), BLOCK_D=block_d, BLOCK_N=tuning.block_n,
-        num_warps=tuning.num_warps, num_stages=tuning.num_stages,
-    )
+    cuda_split = _cuda_split_kernel(kernel, query, kv_cache)
+    if cuda_split is not None:
+        cuda_split(query, kv_cache, slots, counts, acc, ml, scale * LOG2E, num_splits)
+    else:
+        _sparse_decode_split_kernel[(rows, num_kv_heads, num_splits)](
+            query, kv_cache, slots, counts, acc, ml,
+            query.stride(0), query.stride(1), *kv_cache.stride(), slots.stride(0),
+            scale * LOG2E, num_splits,
+            NUM_HEADS=num_heads, HEAD_DIM=head_dim, GROUP=group, BLOCK_SIZE=block_size,
+            BLOCK_G=max(16, triton.next_power_of_2(group)), BLOCK_D=block_d, BLOCK_N=tuning.block_n,
+            num_warps=tuning.num_warps, num_stages=tuning.num_stages,
+        )
     _combine_splits_kernel[(rows, num_heads)](
         acc, ml, output, output.stride(0), output.stride(1), num_splits,
         NUM_HEADS=num_heads, HEAD_DIM=head_dim,
         BLOCK_S=max(2, triton.next_power_of_2(tuning.max_splits)), BLOCK_D=block_d,  # one variant for any batch
     )
     return output
+
+
+def _cuda_split_kernel(kernel: str | None, query: torch.Tensor, kv_cache: torch.Tensor):
+    """The csrc/ split launcher to use, or None for the Triton split kernel (see sparse_decode's kernel)."""
+    if kernel is None:
+        return cuda_ext.split_kernel(query, kv_cache)
+    if kernel not in cuda_ext.KERNELS:
+        raise ValueError(f"kernel={kernel!r}: must be one of {', '.join(cuda_ext.KERNELS)}")
+    if kernel == "triton":
+        return None
+    module = cuda_ext.load()
+    reason = "the extension did not build (see the log)" if module is None else cuda_ext.unsupported(query, kv_cache)
+    if reason is not None:
+        raise RuntimeError(f"the csrc sparse-decode kernel cannot run here: {reason}")
+    return module.sparse_decode_split

@@ -29,6 +29,16 @@ def test_sparse_decode(dtype, num_heads, num_kv_heads, head_dim, batch, budget):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("num_heads,num_kv_heads", [(32, 8), (32, 4), (16, 4)])  # the groups csrc/ is built for
+@pytest.mark.parametrize("batch,budget", [(1, 256), (8, 512), (64, 256), (3, 2048)])
+def test_sparse_decode_csrc_kernel(dtype, num_heads, num_kv_heads, batch, budget):
+    """The CUDA split kernel of csrc/ (built here with nvcc) against the reference, as the Triton one."""
+    seq_lens = lens(batch, 1, 3 * budget, batch) if batch > 1 else [2 * budget]
+    check_sparse_decode(seq_lens, num_heads, num_kv_heads, 128, budget, dtype, "cuda", kernel="cuda")
+    check_sparse_decode([1, 5, 0, 2 * budget], num_heads, num_kv_heads, 128, budget, dtype, "cuda", kernel="cuda")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("num_heads,num_kv_heads", [(8, 8), (32, 8), (32, 4)])
 @pytest.mark.parametrize("head_dim", [64, 128])
 @pytest.mark.parametrize("batch,budget", [(4, 128), (64, 64)])

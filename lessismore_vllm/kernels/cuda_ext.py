@@ -1,0 +1,94 @@
+"""The CUDA fast path in csrc/: the sparse-decode split phase (csrc/sparse_decode.cu), built on first use with torch's
+extension tooling (nvcc + ninja, cached under TORCH_EXTENSIONS_DIR) and launched instead of the Triton split kernel
+when chosen. The Triton combine kernel finishes both, so the two differ only in how they gather and reduce.
+
+Which split kernel runs: LESSISMORE_SPARSE_KERNEL = "triton" (default: it measured faster, docs/performance.md) or
+"cuda". Where the CUDA kernel cannot run (no nvcc, no csrc/ next to the package, head_dim != 128, a GQA group other
+than 4 or 8, unaligned tensors), the Triton kernel runs and the reason is logged once."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger("vllm.lessismore")
+
+KERNEL_ENV = "LESSISMORE_SPARSE_KERNEL"
+KERNELS = ("triton", "cuda")
+SOURCE = Path(__file__).resolve().parents[2] / "csrc" / "sparse_decode.cu"
+GROUPS = (4, 8)  # GQA groups instantiated in csrc/sparse_decode.cu
+HEAD_DIM = 128
+
+_module = None
+_tried = False
+_reported: set[str] = set()
+
+
+def chosen_kernel() -> str:
+    """The split kernel asked for in the environment; a bad value names the variable and the valid values."""
+    value = os.environ.get(KERNEL_ENV, "triton").strip().lower()
+    if value not in KERNELS:
+        raise ValueError(f"{KERNEL_ENV}={value!r}: must be one of {', '.join(KERNELS)}")
+    return value
+
+
+def _report(reason: str) -> None:
+    if reason not in _reported:
+        _reported.add(reason)
+        logger.warning("LessIsMore: %s=cuda asked, the Triton kernel runs instead: %s", KERNEL_ENV, reason)
+
+
+def load():
+    """The built extension module, or None (reason logged once). Builds at most once per process."""
+    global _module, _tried
+    if not _tried:
+        _tried = True
+        if not torch.cuda.is_available():
+            _report("no CUDA device")
+        elif not SOURCE.exists():
+            _report(f"{SOURCE} not found (csrc/ ships with the source tree, not the wheel)")
+        else:
+            try:
+                from torch.utils.cpp_extension import load as build
+
+                _module = build(name="lessismore_csrc", sources=[str(SOURCE)],
+                                extra_cuda_cflags=["-O3", "--use_fast_math", "-lineinfo"], verbose=False)
+            except Exception as exc:  # no nvcc/ninja, or a compile error: keep serving with Triton
+                _report(f"building {SOURCE.name} failed: {exc}")
+    return _module
+
+
+def unsupported(query: torch.Tensor, kv_cache: torch.Tensor) -> str | None:
+    """Why the CUDA kernel cannot take these tensors (None if it can)."""
+    num_heads, head_dim = query.shape[1], query.shape[2]
+    group = num_heads // kv_cache.shape[1]
+    if head_dim != HEAD_DIM or kv_cache.shape[3] != 2 * HEAD_DIM:
+        return f"head_dim {head_dim} (built for {HEAD_DIM})"
+    if group not in GROUPS or num_heads % kv_cache.shape[1]:
+        return f"GQA group {num_heads}/{kv_cache.shape[1]} (built for {GROUPS})"
+    if query.dtype not in (torch.bfloat16, torch.float16) or kv_cache.dtype != query.dtype:
+        return f"dtype {query.dtype}/{kv_cache.dtype} (bf16 or fp16)"
+    # 16-byte vector loads: every row start must be 16-byte aligned
+    if query.stride(2) != 1 or kv_cache.stride(3) != 1:
+        return "last dimension not contiguous"
+    strides = (query.stride(0), query.stride(1), *kv_cache.stride()[:3])
+    if any(s % 8 for s in strides) or query.data_ptr() % 16 or kv_cache.data_ptr() % 16:
+        return "tensors not 16-byte aligned"
+    return None
+
+
+def split_kernel(query: torch.Tensor, kv_cache: torch.Tensor):
+    """The CUDA split launcher to use for these tensors, or None for the Triton kernel."""
+    if chosen_kernel() != "cuda":
+        return None
+    module = load()
+    if module is None:
+        return None
+    reason = unsupported(query, kv_cache)
+    if reason is not None:
+        _report(reason)
+        return None
+    return module.sparse_decode_split

@@ -1,0 +1,45 @@
+"""Choosing the csrc/ CUDA split kernel (lessismore_vllm.kernels.cuda_ext) on a machine without it: the choice is
+validated, an explicit request fails clearly, the default never tries to build. The kernel itself is tested
+against the reference on GPUs (tests/gpu/test_kernels_gpu.py::test_sparse_decode_csrc_kernel)."""
+
+import pytest
+import torch
+
+from lessismore_vllm.kernels import cuda_ext, sparse_decode
+
+
+def test_default_is_triton_and_a_bad_value_names_the_variable(monkeypatch):
+    monkeypatch.delenv(cuda_ext.KERNEL_ENV, raising=False)
+    assert cuda_ext.chosen_kernel() == "triton"
+    monkeypatch.setenv(cuda_ext.KERNEL_ENV, "CUDA ")
+    assert cuda_ext.chosen_kernel() == "cuda"
+    monkeypatch.setenv(cuda_ext.KERNEL_ENV, "fast")
+    with pytest.raises(ValueError, match=f"{cuda_ext.KERNEL_ENV}='fast': must be one of triton, cuda"):
+        cuda_ext.chosen_kernel()
+
+
+def test_what_the_cuda_kernel_takes():
+    kv = torch.zeros(4, 8, 16, 256, dtype=torch.bfloat16)
+    assert cuda_ext.unsupported(torch.zeros(3, 32, 128, dtype=torch.bfloat16), kv) is None
+    assert "head_dim 64" in cuda_ext.unsupported(torch.zeros(3, 32, 64, dtype=torch.bfloat16),
+                                                 torch.zeros(4, 8, 16, 128, dtype=torch.bfloat16))
+    assert "GQA group 16/8" in cuda_ext.unsupported(torch.zeros(3, 16, 128, dtype=torch.bfloat16), kv)
+    assert "dtype" in cuda_ext.unsupported(torch.zeros(3, 32, 128), kv)
+    assert "aligned" in cuda_ext.unsupported(torch.zeros(3, 32, 132, dtype=torch.bfloat16)[:, :, 2:130], kv)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the machine-without-CUDA path")
+def test_asking_for_cuda_without_it_fails_clearly_or_falls_back(monkeypatch):
+    q = torch.zeros(1, 32, 128, dtype=torch.bfloat16)
+    kv = torch.zeros(2, 8, 16, 256, dtype=torch.bfloat16)
+    slots, counts = torch.zeros(1, 16, dtype=torch.int32), torch.zeros(1, dtype=torch.int32)
+    monkeypatch.setattr(cuda_ext, "_tried", False)
+    monkeypatch.setattr(cuda_ext, "_module", None)
+    with pytest.raises(RuntimeError, match="cannot run here: the extension did not build"):
+        sparse_decode(q, kv, slots, counts, 0.1, torch.empty_like(q), kernel="cuda")
+    with pytest.raises(ValueError, match="kernel='cutlass'"):
+        sparse_decode(q, kv, slots, counts, 0.1, torch.empty_like(q), kernel="cutlass")
+    # the environment's choice falls back to Triton (None = no CUDA launcher), with the reason logged once
+    monkeypatch.setenv(cuda_ext.KERNEL_ENV, "cuda")
+    assert cuda_ext.split_kernel(q, kv) is None
+    assert any("no CUDA device" in r for r in cuda_ext._reported)
