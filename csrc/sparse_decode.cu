@@ -83,16 +83,28 @@ __global__ void __launch_bounds__(kWarps * 32)
 
   const T* head_base = kv + kv_head * stride_head + part * kElems;
   const int* row_slots = slots + row * stride_slots;
-  for (int base = start + warp * kTokensPerWarpStep; base < end; base += kWarps * kTokensPerWarpStep) {
+  constexpr int kBlockStep = kWarps * kTokensPerWarpStep;
+  // The slots of the next step are loaded one step ahead, so each step waits for one round trip (its K/V rows)
+  // instead of two (slots, then rows).
+  int next_slot[U];
+  const int first = start + warp * kTokensPerWarpStep;
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const int t = first + u * kTokensPerLoad + sub;
+    next_slot[u] = t < end ? __ldg(row_slots + t) : 0;
+  }
+  for (int base = first; base < end; base += kBlockStep) {
     int slot[U];
     bool valid[U];
 #pragma unroll
-    for (int u = 0; u < U; ++u) {  // all slot loads first, then all K/V loads: U independent gathers in flight
+    for (int u = 0; u < U; ++u) {
       const int t = base + u * kTokensPerLoad + sub;
       valid[u] = t < end;
-      slot[u] = valid[u] ? __ldg(row_slots + t) : 0;
+      slot[u] = next_slot[u];
+      const int t_next = t + kBlockStep;
+      next_slot[u] = t_next < end ? __ldg(row_slots + t_next) : 0;
     }
-    uint4 kr[U], vr[U];
+    uint4 kr[U], vr[U];  // all U rows' loads issued before any is used: U independent gathers in flight
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       if (valid[u]) {
@@ -203,7 +215,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 template <typename T, int G>
 void launch(const torch::Tensor& q, const torch::Tensor& kv, const torch::Tensor& slots, const torch::Tensor& counts,
             torch::Tensor& acc, torch::Tensor& ml, double scale_log2, int64_t num_splits) {
-  constexpr int D = 128, U = 4;
+  constexpr int D = 128, U = 4;  // rows in flight per lane and operand (8 measured slower: docs/performance.md)
   const dim3 grid(q.size(0), kv.size(1), num_splits);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   sparse_decode_split_kernel<T, D, G, U><<<grid, kWarps * 32, 0, stream>>>(

@@ -193,7 +193,7 @@ def sparse_decode(
     acc, ml = workspace[:n_acc], workspace[n_acc: n_acc + rows * num_heads * num_splits * 2]
     assert query.stride(-1) == 1 and output.stride(-1) == 1
     block_d = triton.next_power_of_2(head_dim)
-    cuda_split = _cuda_split_kernel(kernel, query, kv_cache)
+    cuda_split = _cuda_split_launcher(kernel, query, kv_cache)
     if cuda_split is not None:
         cuda_split(query, kv_cache, slots, counts, acc, ml, scale * LOG2E, num_splits)
     else:
@@ -213,7 +213,7 @@ def sparse_decode(
     return output
 
 
-def _cuda_split_kernel(kernel: str | None, query: torch.Tensor, kv_cache: torch.Tensor):
+def _cuda_split_launcher(kernel: str | None, query: torch.Tensor, kv_cache: torch.Tensor):
     """The csrc/ split launcher to use, or None for the Triton split kernel (see sparse_decode's kernel)."""
     if kernel is None:
         return cuda_ext.split_kernel(query, kv_cache)
