@@ -5,8 +5,8 @@ reference.decode_logits):
 2. Each (row, query head)'s top-`mid` logits by a radix select split across many programs: 4 rounds of 8-bit
    digit histograms summed into a per-head global histogram (`_radix_hist_kernel`), per-tile counts above and at
    the threshold (`_radix_count_kernel`), and `_radix_collect_kernel`, which writes the winners in position order
-   (ties to the lower position, as in the oracle). `_rank_keys_kernel` ranks each entry of a head's list by counting
-   the entries before it in rank order (MID / RANK_CHUNK programs per head) and scatters rank keys rank * Hq + head into a per-row [L] int32 buffer with atomic min: the design note's rank-key
+   (ties to the lower position, as in the oracle). `_rank_keys_kernel` sorts each head's list into rank order and
+   scatters rank keys rank * Hq + head into a per-row [L] int32 buffer with atomic min: the design note's rank-key
    form of the rank-major union.
 3. The union: the same radix select over each row's rank keys (unique, so no ties) picks the `mid` smallest and
    writes their positions and physical cache slots, in position order, between the sinks and the recent window
@@ -29,10 +29,9 @@ from lessismore_vllm.kernels.sparse_decode import slots_from_positions
 from lessismore_vllm.selection import INT32_MAX, budget_split, select_tokens_batched
 
 LOGITS_CHUNK_BYTES = 256 << 20  # bounds the transient [rows, Hq, N] fp32 logits of one chunk of decode rows
-MAX_SORTED_MID = 4096  # bounds the mid^2 comparisons of ranking a head; larger `mid` use the torch union
+MAX_SORTED_MID = 4096  # a head's top-mid list is sorted in registers: up to 4096 entries
 SELECT_TILE = 1024  # keys per tile of the radix-select kernels
 SELECT_TARGET_PROGRAMS = 4096  # programs per radix-select launch, when there are enough tiles
-RANK_CHUNK = 128  # top-k entries ranked per program (each compared with all MID of its head)
 BATCH_DEPENDENT_ARGS = ["programs"]  # runtime values, never specialised on (see sparse_decode.BATCH_DEPENDENT_ARGS)
 
 
@@ -218,27 +217,20 @@ def _radix_collect_kernel(
 @triton.jit
 def _rank_keys_kernel(
     scratch_ptr, seq_lens_ptr, keys_ptr, stride_st, stride_sh, stride_kt, head_offset,
-    TOTAL_HEADS: tl.constexpr, BUDGET: tl.constexpr, MID: tl.constexpr, CHUNK: tl.constexpr,
+    TOTAL_HEADS: tl.constexpr, BUDGET: tl.constexpr, MID: tl.constexpr, MID_PAD: tl.constexpr,
 ):
-    """One (row, head, chunk of CHUNK entries of the head's top MID): each entry's rank in the head's order is the
-    number of entries that come first (packed values are unique and order logit descending, then position
-    ascending), scattered as rank key rank * Hq + head into the row's [L] key buffer with atomic min (the design
-    note's rank-key form of the rank-major union). Counting instead of sorting spreads a head over MID / CHUNK
-    programs: a batch of one fills the GPU."""
+    """One (row, head): its top MID sorted into rank order, scattered as rank keys rank * Hq + head into the row's
+    [L] key buffer with atomic min (the design note's rank-key form of the rank-major union)."""
     row = tl.program_id(0)
     head = tl.program_id(1)
     if tl.load(seq_lens_ptr + row) > BUDGET:
+        ranks = tl.arange(0, MID_PAD)
         scratch = scratch_ptr + row.to(tl.int64) * stride_st + head * stride_sh
-        mine_idx = tl.program_id(2) * CHUNK + tl.arange(0, CHUNK)
-        mine = tl.load(scratch + mine_idx, mask=mine_idx < MID, other=-9223372036854775807)
-        rank = tl.zeros([CHUNK], dtype=tl.int32)
-        for j0 in range(0, MID, CHUNK):
-            other_idx = j0 + tl.arange(0, CHUNK)
-            other = tl.load(scratch + other_idx, mask=other_idx < MID, other=-9223372036854775807)
-            rank += tl.sum((other[None, :] > mine[:, None]).to(tl.int32), axis=1)
-        pos = 4294967295 - (mine & 4294967295)
-        key = rank * TOTAL_HEADS + head_offset + head  # global head index under tensor parallelism
-        tl.atomic_min(keys_ptr + row.to(tl.int64) * stride_kt + pos, key.to(tl.int32), mask=mine_idx < MID)
+        packed = tl.load(scratch + ranks, mask=ranks < MID, other=-9223372036854775807)
+        ordered = tl.sort(packed, descending=True)
+        pos = 4294967295 - (ordered & 4294967295)
+        key = ranks * TOTAL_HEADS + head_offset + head  # global head index under tensor parallelism
+        tl.atomic_min(keys_ptr + row.to(tl.int64) * stride_kt + pos, key.to(tl.int32), mask=ranks < MID)
 
 
 @triton.jit
@@ -386,9 +378,10 @@ def _select_triton(query, kv_cache, block_table, seq_lens, scale, budget, split,
     radix_select(logits, logits.stride(1), num_heads, hist, tile_counts, scratch,
                  (scratch.stride(0), scratch.stride(1)), True, 0)
     keys = torch.full((rows, max_len), INT32_MAX, device=device, dtype=torch.int32)
-    _rank_keys_kernel[(rows, num_heads, triton.cdiv(split.mid, RANK_CHUNK))](
+    _rank_keys_kernel[(rows, num_heads)](
         scratch, seq_lens, keys, scratch.stride(0), scratch.stride(1), keys.stride(0), head_offset,
-        TOTAL_HEADS=total_heads, BUDGET=budget, MID=split.mid, CHUNK=RANK_CHUNK, num_warps=4,
+        TOTAL_HEADS=total_heads, BUDGET=budget, MID=split.mid, MID_PAD=triton.next_power_of_2(split.mid),
+        num_warps=8,
     )
     if combine_keys is not None:
         combine_keys(keys)
