@@ -129,13 +129,14 @@ class LessIsMoreMetadataBuilder(AttentionMetadataBuilder[LessIsMoreMetadata]):
             layer.impl.setup(roles[idx], self.config, self.stats if idx == first_sparse else None, tp_rank, tp_size,
                              tp_check=self.stats if tp_check and roles[idx] is LayerRole.SELECT else None)
         self.workspace = None  # sparse-decode split partials, sized for the largest decode batch
+        self.sparse_kernel = "torch-reference"  # which split kernel the sparse layers launch (GPU: triton or cuda)
         if dense_cls is not None and layers:
             from lessismore_vllm.kernels import cuda_ext, max_workspace_numel
 
-            if cuda_ext.chosen_kernel() == "cuda":  # a bad value fails here, naming the variable; build at startup
-                cuda_ext.load()
-
             num_heads = next(iter(layers.values())).impl.num_heads
+            # a bad LESSISMORE_SPARSE_KERNEL fails here, naming the variable; the CUDA kernel builds at startup
+            group = num_heads // kv_cache_spec.num_kv_heads
+            self.sparse_kernel = cuda_ext.startup_choice(kv_cache_spec.head_size, group)
             numel = max_workspace_numel(max_seqs, num_heads, kv_cache_spec.num_kv_heads, kv_cache_spec.head_size,
                                         width)
             self.workspace = torch.empty(numel, dtype=torch.float32, device=device)
@@ -144,8 +145,8 @@ class LessIsMoreMetadataBuilder(AttentionMetadataBuilder[LessIsMoreMetadata]):
             _announced = True
             dense_name = dense_cls.get_name() if dense_cls else "torch-reference"
             stage = "" if not roles or min(roles) == 0 else f" stage_layers={min(roles)}-{max(roles)}"
-            logger.info("LessIsMore active: %s dense_backend=%s tp=%d%s", self.config.summary(), dense_name, tp_size,
-                        stage)
+            logger.info("LessIsMore active: %s dense_backend=%s sparse_kernel=%s tp=%d%s", self.config.summary(),
+                        dense_name, self.sparse_kernel, tp_size, stage)
 
     def build(self, common_prefix_len: int, common_attn_metadata, fast_build: bool = False) -> LessIsMoreMetadata:
         cm = common_attn_metadata

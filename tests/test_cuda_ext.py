@@ -43,3 +43,15 @@ def test_asking_for_cuda_without_it_fails_clearly_or_falls_back(monkeypatch):
     monkeypatch.setenv(cuda_ext.KERNEL_ENV, "cuda")
     assert cuda_ext.split_kernel(q, kv) is None
     assert any("no CUDA device" in r for r in cuda_ext._reported)
+
+
+def test_startup_choice_names_the_kernel(monkeypatch):
+    monkeypatch.delenv(cuda_ext.KERNEL_ENV, raising=False)
+    assert cuda_ext.startup_choice(128, 4) == "triton"
+    monkeypatch.setenv(cuda_ext.KERNEL_ENV, "cuda")
+    monkeypatch.setattr(cuda_ext, "load", lambda: object())  # as if built
+    assert cuda_ext.startup_choice(128, 4) == "cuda"
+    assert cuda_ext.startup_choice(64, 4).startswith("triton (cuda asked for; built for head_dim 128")
+    assert cuda_ext.startup_choice(128, 5).startswith("triton (cuda asked for")
+    monkeypatch.setattr(cuda_ext, "load", lambda: None)
+    assert cuda_ext.startup_choice(128, 4) == "triton (cuda asked for; not built, see the warning)"

@@ -61,6 +61,18 @@ def load():
     return _module
 
 
+def startup_choice(head_dim: int, group: int) -> str:
+    """The split kernel a model's sparse layers will launch, for the startup log ("cuda" or "triton", with the
+    reason when cuda was asked for but cannot run). Builds the extension if cuda is asked for."""
+    if chosen_kernel() != "cuda":
+        return "triton"
+    if load() is None:
+        return "triton (cuda asked for; not built, see the warning)"
+    if head_dim != HEAD_DIM or group not in GROUPS:
+        return f"triton (cuda asked for; built for head_dim {HEAD_DIM}, GQA groups {GROUPS})"
+    return "cuda"
+
+
 def unsupported(query: torch.Tensor, kv_cache: torch.Tensor) -> str | None:
     """Why the CUDA kernel cannot take these tensors (None if it can)."""
     num_heads, head_dim = query.shape[1], query.shape[2]
