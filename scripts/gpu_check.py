@@ -70,20 +70,29 @@ def compare(results: dict, ref: str, others: list[str]) -> dict:
     return out
 
 
-def tensor_parallel(work: Path, parallel: int, tp_engine: dict, only: list[str] | None) -> tuple[dict, dict]:
-    """TP=2 on a small seeded Qwen3 (16 q / 4 KV heads): budget >= context equals FLASH_ATTN at TP=2 (CUDA graphs);
+def tensor_parallel(work: Path, parallel: int, tp_engine: dict, only: list[str] | None,
+                    tp_model: str = "small") -> tuple[dict, dict]:
+    """TP=2 on a small seeded Qwen3 (16 q / 4 KV heads; tp_model "qwen3-8b-shape": the Qwen3-8B shape, dummy
+    weights): budget >= context equals FLASH_ATTN at TP=2 (CUDA graphs);
     at budget 256 (eager, traced) both ranks select the same set at every layer, row and step (the NCCL MIN
     all-reduce of the rank keys); with CUDA graphs, the in-step check (LESSISMORE_TP_CHECK) counts selection rows
     whose sets differ across ranks (must be 0 of > 0). The TP=1 run's first-step selections are compared and reported, not asserted:
     at TP=2 the layers before a selection layer sum their row-parallel outputs in another order (bf16), so the
     logits, hence near-tied ranks, may differ slightly; equality on identical inputs is the kernel test
     tests/test_kernels_interpret.py::test_select_tensor_parallel_ranks_agree_with_one_device, run on CUDA."""
-    model = str(write_tiny_model(work / "small", num_layers=6, hidden_size=512, num_heads=16, num_kv_heads=4,
-                                 head_dim=128, max_position_embeddings=8192))
     base = {"max_model_len": 4096, "dtype": "bfloat16", "kv_cache_memory_bytes": 2 << 30,
             "gpu_memory_utilization": 0.2, "max_num_seqs": 64}
+    if tp_model == "qwen3-8b-shape":
+        model = str(write_qwen3_8b_shape(work / "qwen3-8b-shape"))
+        base = {**base, "load_format": "dummy"}
+        vocab = 150000
+    else:  # seeded random weights: peaked attention, so kernel errors would show
+        model = str(write_tiny_model(work / "small", num_layers=6, hidden_size=512, num_heads=16, num_kv_heads=4,
+                                     head_dim=128, max_position_embeddings=8192))
+        vocab = 1024
     tp2 = {**base, "tensor_parallel_size": 2, **tp_engine}
-    spec = {"model": model, "prompts": make_prompts(16, 600, 3000), "max_tokens": 16}
+    prompts = make_prompts(16, 600, 3000, vocab=vocab)
+    spec = {"model": model, "prompts": prompts, "max_tokens": 16}
     sparse = {"backend": "lessismore", "lessismore": {"budget": 256}}
     specs = {
         "FLASH_ATTN_tp2": {**spec, "backend": "FLASH_ATTN", "engine": tp2},
@@ -138,6 +147,8 @@ def main() -> int:
     ap.add_argument("--tp-engine", default="{}", help='tp: JSON of LLM kwargs for the TP=2 engines, e.g. '
                     '\'{"disable_custom_all_reduce": true}\'')
     ap.add_argument("--only", help="tp: comma-separated engine names to run (default: all four)")
+    ap.add_argument("--tp-model", choices=["small", "qwen3-8b-shape"], default="small",
+                    help="tp: the model (small seeded Qwen3, or the Qwen3-8B shape with dummy weights)")
     ap.add_argument("--engine-timeout", type=int, default=590, help="seconds per engine process")
     args = ap.parse_args()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="gpu-check-"))
@@ -150,7 +161,7 @@ def main() -> int:
 
     if args.phase == "tp":
         results, verdict = tensor_parallel(work, args.parallel, json.loads(args.tp_engine),
-                                           args.only.split(",") if args.only else None)
+                                           args.only.split(",") if args.only else None, args.tp_model)
     elif args.phase in ("equiv", "small"):
         if args.phase == "equiv":  # Qwen3-8B shape, dummy weights
             model = str(write_qwen3_8b_shape(work / "qwen3-8b-shape"))

@@ -41,7 +41,7 @@ def test_asking_for_cuda_without_it_fails_clearly_or_falls_back(monkeypatch):
         sparse_decode(q, kv, slots, counts, 0.1, torch.empty_like(q), kernel="cutlass")
     # the environment's choice falls back to Triton (None = no CUDA launcher), with the reason logged once
     monkeypatch.setenv(cuda_ext.KERNEL_ENV, "cuda")
-    assert cuda_ext.split_kernel(q, kv) is None
+    assert cuda_ext.split_launcher(q, kv) is None
     assert any("no CUDA device" in r for r in cuda_ext._reported)
 
 

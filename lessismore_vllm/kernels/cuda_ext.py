@@ -92,15 +92,23 @@ def unsupported(query: torch.Tensor, kv_cache: torch.Tensor) -> str | None:
     return None
 
 
-def split_kernel(query: torch.Tensor, kv_cache: torch.Tensor):
-    """The CUDA split launcher to use for these tensors, or None for the Triton kernel."""
-    if chosen_kernel() != "cuda":
+def split_launcher(query: torch.Tensor, kv_cache: torch.Tensor, kernel: str | None = None):
+    """The CUDA split launcher for these tensors, or None for the Triton split kernel.
+    kernel None: the environment's choice; where the CUDA kernel cannot run, None and the reason logged once.
+    kernel "cuda": an error where it cannot run. kernel "triton": None."""
+    required = kernel is not None
+    if kernel is None:
+        kernel = chosen_kernel()
+    elif kernel not in KERNELS:
+        raise ValueError(f"kernel={kernel!r}: must be one of {', '.join(KERNELS)}")
+    if kernel == "triton":
         return None
-    module = load()
-    if module is None:
-        return None
-    reason = unsupported(query, kv_cache)
-    if reason is not None:
+    module = load()  # logs why once, when it cannot build
+    reason = "the extension did not build (see the log)" if module is None else unsupported(query, kv_cache)
+    if reason is None:
+        return module.sparse_decode_split
+    if required:
+        raise RuntimeError(f"the csrc sparse-decode kernel cannot run here: {reason}")
+    if module is not None:
         _report(reason)
-        return None
-    return module.sparse_decode_split
+    return None

@@ -177,8 +177,8 @@ def sparse_decode(
 
     query/output [rows, Hq, D]; kv_cache [blocks, Hkv, block_size, 2D] (any strides); slots [rows, width] int32
     (see slots_from_positions); counts [rows] int32. workspace: fp32, >= workspace_numel(...) elements.
-    kernel: the split phase, "triton" or "cuda" (csrc/; an error if it cannot run); None: as
-    cuda_ext.chosen_kernel() says, falling back to Triton where the CUDA kernel cannot run.
+    kernel: the split phase, "triton" or "cuda" (csrc/; an error if it cannot run); None: as the environment says
+    (cuda_ext.split_launcher), falling back to Triton where the CUDA kernel cannot run.
     """
     rows, num_heads, head_dim = query.shape
     if rows == 0:
@@ -193,7 +193,7 @@ def sparse_decode(
     acc, ml = workspace[:n_acc], workspace[n_acc: n_acc + rows * num_heads * num_splits * 2]
     assert query.stride(-1) == 1 and output.stride(-1) == 1
     block_d = triton.next_power_of_2(head_dim)
-    cuda_split = _cuda_split_launcher(kernel, query, kv_cache)
+    cuda_split = cuda_ext.split_launcher(query, kv_cache, kernel)
     if cuda_split is not None:
         cuda_split(query, kv_cache, slots, counts, acc, ml, scale * LOG2E, num_splits)
     else:
@@ -211,18 +211,3 @@ def sparse_decode(
         BLOCK_S=max(2, triton.next_power_of_2(tuning.max_splits)), BLOCK_D=block_d,  # one variant for any batch
     )
     return output
-
-
-def _cuda_split_launcher(kernel: str | None, query: torch.Tensor, kv_cache: torch.Tensor):
-    """The csrc/ split launcher to use, or None for the Triton split kernel (see sparse_decode's kernel)."""
-    if kernel is None:
-        return cuda_ext.split_kernel(query, kv_cache)
-    if kernel not in cuda_ext.KERNELS:
-        raise ValueError(f"kernel={kernel!r}: must be one of {', '.join(cuda_ext.KERNELS)}")
-    if kernel == "triton":
-        return None
-    module = cuda_ext.load()
-    reason = "the extension did not build (see the log)" if module is None else cuda_ext.unsupported(query, kv_cache)
-    if reason is not None:
-        raise RuntimeError(f"the csrc sparse-decode kernel cannot run here: {reason}")
-    return module.sparse_decode_split
