@@ -36,7 +36,7 @@ DEFAULT_TUNING = SparseDecodeTuning()
 
 # Arguments that change with the decode batch size are runtime values, never specialised on: a batch size that
 # the process has not seen would otherwise compile a new kernel in the middle of serving (vLLM's JIT monitor
-# warns; ~1 s per step on the GPU, measured in docs/tensor-parallel.md).
+# warns; 0.78 s in one profiled step on the GPU, docs/tensor-parallel.md).
 BATCH_DEPENDENT_ARGS = ["num_splits"]
 
 
