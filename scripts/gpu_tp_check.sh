@@ -2,8 +2,9 @@
 # Tensor parallelism on a 2-GPU host (issue 8), as run on the device (docs/tensor-parallel.md):
 #   1. gpu_check.py --phase tp: budget >= context == FLASH_ATTN at TP=2 (CUDA graphs); both ranks select
 #      identical sets (eager, traced; with CUDA graphs, the in-step LESSISMORE_TP_CHECK); TP=1 vs TP=2 first-step
-#      sets. ONLY=name,name runs a subset of its engines, TP_MODEL=qwen3-8b-shape uses the Qwen3-8B shape (dummy
-#      weights) instead of the small seeded model, CHECK=0 skips this step;
+#      sets. PARALLEL=n runs n engines at once (default 2), ONLY=name,name a subset of its engines,
+#      TP_MODEL=qwen3-8b-shape uses the Qwen3-8B shape (dummy weights) instead of the small seeded model, CHECK=0
+#      skips this step;
 #   2. bench_e2e.py --tp 2: decode tokens/s, lessismore vs FLASH_ATTN, both at TP=2 (CUDA graphs), then torch-
 #      profiler traces of 8 more decode steps per engine (PROFILE=0 skips them). BENCH=0 skips step 2.
 # TP_ENGINE (JSON, LLM kwargs for the TP=2 engines) defaults to turning off vLLM's FlashInfer all-reduce + RMSNorm
@@ -19,7 +20,7 @@ T=scripts/gpu_timeout.sh
 TP_ENGINE=${TP_ENGINE:-'{"compilation_config": {"pass_config": {"fuse_allreduce_rms": false}}}'}
 mkdir -p /tmp/tp/check /tmp/tp/bench
 echo "TP_ENGINE=$TP_ENGINE" > /tmp/tp/setup.txt
-[ "${CHECK:-1}" = 1 ] && $T "${CHECK_S:-330}" python3 scripts/gpu_check.py --phase tp --parallel 2 \
+[ "${CHECK:-1}" = 1 ] && $T "${CHECK_S:-330}" python3 scripts/gpu_check.py --phase tp --parallel "${PARALLEL:-2}" \
   --tp-engine "$TP_ENGINE" ${ONLY:+--only "$ONLY"} ${TP_MODEL:+--tp-model "$TP_MODEL"} --work /tmp/tp/check --out /tmp/tp/check \
   --engine-timeout $((${CHECK_S:-330} - 15)) > /tmp/tp/check.txt 2>&1
 cp /tmp/tp/check/tp.json "$OUT/tp.json" 2>/dev/null
