@@ -6,10 +6,11 @@
 
 1. Launch-shape sweep of the sparse kernel (SparseDecodeTuning) on three representative shapes; the best total
    is used for the table (and is what lessismore_vllm.kernels.DEFAULT_TUNING should hold).
-Every time is the median of CUDA-graph replays (triton.testing.do_bench on graph.replay), as vLLM runs decode.
+Every time is the median of CUDA-graph replays (triton.testing.do_bench on graph.replay), as vLLM runs decode;
+with --layers N, each replay runs N layers back to back (N caches) and times are per layer.
 2. Table over batch x context x budget: time (ms), KV bytes actually read,
-   effective GB/s and % of peak HBM for FA3 dense decode, vLLM Triton decode and our sparse decode; our speedup
-   over each dense kernel; the selection step (Triton kernels; the logits kernel alone; the variant with the
+   effective GB/s and % of peak HBM for FA3 dense decode, vLLM Triton decode and our sparse decode (and the same
+   with the combine as a second kernel, as the CUDA split kernel runs); our speedup over each dense kernel; the selection step (Triton kernels; the logits kernel alone; the variant with the
    static-shape torch union); and a
    selection layer (FA3 dense decode + our selection step) as a multiple of a dense decode layer.
 Not compared: FlashInfer decode (it JIT-compiles for minutes on every fresh GPU host of this project).
@@ -19,6 +20,7 @@ Writes bench_kernels.json next to the printed table.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import os
@@ -28,7 +30,7 @@ import torch
 import triton
 
 from lessismore_vllm.kernels import (
-    SparseDecodeTuning, decode_logits, max_workspace_numel, select, slots_from_positions, sparse_decode,
+    SparseDecodeTuning, decode_logits, make_workspace, select, slots_from_positions, sparse_decode,
 )
 from lessismore_vllm.selection import select_tokens_batched
 
@@ -66,9 +68,9 @@ def bench(fn, rep=100) -> float:
 class Case:
     """One (batch, L) paged cache with the dense kernels bound to it."""
 
-    def __init__(self, batch: int, L: int):
+    def __init__(self, batch: int, L: int, seed: int = 0):
         self.batch, self.L = batch, L
-        self.kv, self.bt, self.q, self.seq_lens = setup(batch, L)
+        self.kv, self.bt, self.q, self.seq_lens = setup(batch, L, seed=seed)
         self.out = torch.empty_like(self.q)
         self.scale = D**-0.5
         self.k_cache, self.v_cache = self.kv.transpose(1, 2).split(D, dim=-1)  # [blocks, BS, Hkv, D] views
@@ -110,7 +112,7 @@ def sweep(cases: list[tuple[int, int, int]], peak) -> tuple[SparseDecodeTuning, 
     for t in grid:
         times = []
         for c, cnt, slots, budget in bound:
-            ws = torch.empty(max_workspace_numel(c.batch, HQ, HKV, D, budget, t), device="cuda", dtype=torch.float32)
+            ws = make_workspace(c.batch, HQ, HKV, D, budget, "cuda", t)
             try:
                 times.append(bench(lambda: sparse_decode(c.q, c.kv, slots, cnt, c.scale, c.out, ws, t), rep=40))
             except Exception as e:  # e.g. out of shared memory for this shape
@@ -162,6 +164,9 @@ def main() -> None:
                     "attends all L tokens through our kernel, FA3 reads the same bytes (the e2e short-context case)")
     ap.add_argument("--heads", default="32,8", help="query,KV heads of the cache and query (16,4: one rank of "
                     "the Qwen3-8B shape at tensor_parallel_size 2)")
+    ap.add_argument("--layers", type=int, default=1, help="time N layers (N caches, as many queries and selections) "
+                    "back to back in one CUDA graph and report ms per layer, as a decode step runs them (1: one "
+                    "kernel per graph replay, which adds the replay's own launch cost to every time)")
     ap.add_argument("--profile", default="", help="BxLxK,...: GPU time of each selection kernel (eager, profiler)")
     args = ap.parse_args()
     global HQ, HKV, KV_BYTES_PER_TOKEN
@@ -184,6 +189,7 @@ def main() -> None:
         tuning, result["sweep"] = sweep([(1, 16384, 2048), (8, 32768, 2048), (32, 16384, 2048)], peak)
         print(f"best launch shape: {tuning}", flush=True)
     result["tuning"] = tuning.__dict__
+    result["layers_per_graph"] = args.layers
 
     from lessismore_vllm.kernels import cuda_ext
 
@@ -192,12 +198,17 @@ def main() -> None:
     rows = []
     for batch in map(int, args.batches.split(",")):
         for L in map(int, args.lengths.split(",")):
-            if batch * L * KV_BYTES_PER_TOKEN > 24 << 30:
+            if args.layers * batch * L * KV_BYTES_PER_TOKEN > 48 << 30:
                 continue
-            c = Case(batch, L)
-            t_fa3 = bench(c.fa3)
+            cases = [Case(batch, L, seed) for seed in range(args.layers)]  # one per layer of a captured graph
+            c = cases[0]
+
+            def per_layer(fn):  # ms per layer: fn(case) for every case, back to back in one CUDA graph
+                return bench(lambda: [fn(x) for x in cases]) / len(cases)
+
+            t_fa3 = per_layer(Case.fa3)
             try:
-                t_triton = bench(c.triton_decode)
+                t_triton = per_layer(Case.triton_decode)
             except Exception as e:
                 t_triton = None
                 print(f"vLLM Triton decode unavailable: {type(e).__name__}: {e}", flush=True)
@@ -205,15 +216,24 @@ def main() -> None:
             for budget in map(int, args.budgets.split(",")):
                 if budget >= L and not args.below_budget:
                     continue
-                pos, cnt, slots = c.selection_buffers(budget)
-                ws = torch.empty(max_workspace_numel(batch, HQ, HKV, D, budget, tuning), device="cuda",
-                                 dtype=torch.float32)
-                t_sparse = bench(lambda: sparse_decode(c.q, c.kv, slots, cnt, c.scale, c.out, ws, tuning, "triton"))
-                t_csrc = csrc and bench(lambda: sparse_decode(c.q, c.kv, slots, cnt, c.scale, c.out, ws, tuning, "cuda"))
-                t_select = bench(lambda: select(c.q, c.kv, c.bt, c.seq_lens, c.scale, budget, 0.25, 4, pos, cnt, slots,
-                                                method="triton"))
-                t_select_torch = bench(lambda: select(c.q, c.kv, c.bt, c.seq_lens, c.scale, budget, 0.25, 4, pos, cnt,
-                                                      slots, method="torch"))
+                bufs = {id(x): x.selection_buffers(budget) for x in cases}
+                ws = make_workspace(batch, HQ, HKV, D, budget, "cuda", tuning)
+                two_kernels = dataclasses.replace(tuning, fused_combine=False)
+
+                def sparse(x, t=tuning, kernel="triton"):
+                    _, cnt, slots = bufs[id(x)]
+                    sparse_decode(x.q, x.kv, slots, cnt, x.scale, x.out, ws, t, kernel)
+
+                def select_step(x, method="triton"):
+                    pos, cnt, slots = bufs[id(x)]
+                    select(x.q, x.kv, x.bt, x.seq_lens, x.scale, budget, 0.25, 4, pos, cnt, slots, method=method)
+
+                t_sparse = per_layer(sparse)
+                t_sparse_2k = per_layer(lambda x: sparse(x, two_kernels))
+                t_csrc = csrc and per_layer(lambda x: sparse(x, kernel="cuda"))
+                t_select = per_layer(select_step)
+                t_select_torch = per_layer(lambda x: select_step(x, "torch"))
+                pos, cnt, slots = bufs[id(c)]
                 width = c.bt.shape[1] * BS
                 t_logits = bench(lambda: decode_logits(c.q, c.kv, c.bt, c.seq_lens, c.scale, width, fill_tail=False))
                 logits = decode_logits(c.q, c.kv, c.bt, c.seq_lens, c.scale, width)
@@ -226,6 +246,7 @@ def main() -> None:
                     "triton_ms": t_triton, "triton_GBps": t_triton and dense_bytes / t_triton / 1e6,
                     "sparse_ms": t_sparse, "sparse_GBps": sparse_bytes / t_sparse / 1e6,
                     "sparse_speedup_vs_fa3": t_fa3 / t_sparse,
+                    "sparse_two_kernels_ms": t_sparse_2k,  # the split kernel, then _combine_splits_kernel
                     "csrc_ms": t_csrc or None, "csrc_GBps": t_csrc and sparse_bytes / t_csrc / 1e6,
                     "sparse_speedup_vs_triton": t_triton and t_triton / t_sparse,
                     "selection_step_ms": t_select, "selection_logits_ms": t_logits,
@@ -240,11 +261,12 @@ def main() -> None:
                 rows.append(row)
                 print(f"B={batch:3d} L={L:6d} K={budget:5d} | FA3 {t_fa3:7.3f} ms {row['fa3_GBps']:5.0f} GB/s | "
                       f"triton {t_triton or 0:7.3f} | sparse {t_sparse:6.3f} ms {row['sparse_GBps']:5.0f} GB/s "
-                      f"({row.get('sparse_pct_peak', 0):4.1f}%) x{row['sparse_speedup_vs_fa3']:5.2f} vs FA3 | "
+                      f"({row.get('sparse_pct_peak', 0):4.1f}%) x{row['sparse_speedup_vs_fa3']:5.2f} vs FA3 "
+                      f"(two-kernel {t_sparse_2k:6.3f}) | "
                       f"csrc {t_csrc or 0:6.3f} ms ({row.get('csrc_pct_peak', 0):4.1f}%) | "
                       f"select {t_select:6.3f} (logits {t_logits:.3f}; torch-union variant {t_select_torch:.3f}) "
                       f"layer {row['selection_layer_vs_dense_layer']:5.2f}x dense", flush=True)
-            del c
+            del c, cases
             torch.cuda.empty_cache()
     result["rows"] = rows
     result["selection_profile"] = [profile_selection(*map(int, spec.split("x"))) for spec in args.profile.split(",")
