@@ -153,6 +153,7 @@ def main() -> None:
 
     configs = [tuple(int(x) for x in c.split("x")) for c in args.configs.split(",")]
     model = write_qwen3_8b_shape(Path(tempfile.mkdtemp(prefix="bench-e2e-")) / "qwen3-8b-shape")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     out_path = Path(args.out, "bench_e2e.json")
     data = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "vllm": vllm.__version__,
             "budget": args.budget, "gen": args.gen, "tp": args.tp, "engine": json.loads(args.engine), "command": " ".join(sys.argv), "results": []}

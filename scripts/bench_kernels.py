@@ -100,30 +100,32 @@ class Case:
         return pos, cnt, slots
 
 
-def sweep(cases: list[tuple[int, int, int]], peak) -> tuple[SparseDecodeTuning, list[dict]]:
+def sweep(shapes: list[tuple[int, int, int]], peak, layers: int) -> tuple[SparseDecodeTuning, list[dict]]:
     grid = [SparseDecodeTuning(block_n=bn, num_warps=w, num_stages=st, target_programs=tp)
-            for bn, w, st, tp in itertools.product((64, 128), (4, 8), (3, 4), (264, 1024))]
+            for bn, w, st, tp in itertools.product((32, 64, 128), (4, 8), (2, 3), (264, 528))]
     bound = []
-    for batch, L, budget in cases:
-        c = Case(batch, L)
-        _, cnt, slots = c.selection_buffers(budget)
-        bound.append((c, cnt, slots, budget))
+    for batch, L, budget in shapes:
+        cases = [Case(batch, L, seed) for seed in range(layers)]
+        bound.append((cases, [x.selection_buffers(budget) for x in cases], budget))
     results = []
     for t in grid:
         times = []
-        for c, cnt, slots, budget in bound:
-            ws = make_workspace(c.batch, HQ, HKV, D, budget, "cuda", t)
+        for cases, bufs, budget in bound:
+            ws = make_workspace(cases[0].batch, HQ, HKV, D, budget, "cuda", t)
             try:
-                times.append(bench(lambda: sparse_decode(c.q, c.kv, slots, cnt, c.scale, c.out, ws, t), rep=40))
+                times.append(bench(lambda: [sparse_decode(x.q, x.kv, slots, cnt, x.scale, x.out, ws, t)
+                                            for x, (_, cnt, slots) in zip(cases, bufs)], rep=40) / layers)
             except Exception as e:  # e.g. out of shared memory for this shape
                 times.append(float("inf"))
                 print(f"  {t}: {type(e).__name__}", flush=True)
-        gbps = [c.batch * budget * KV_BYTES_PER_TOKEN / ms / 1e6 for (c, _, _, budget), ms in zip(bound, times)]
+        gbps = [cases[0].batch * budget * KV_BYTES_PER_TOKEN / ms / 1e6 for (cases, _, budget), ms in zip(bound, times)]
         results.append({"tuning": t.__dict__, "ms": times, "GBps": gbps, "total_ms": sum(times)})
         print(f"sweep {t.block_n:4d} w{t.num_warps} s{t.num_stages} tp{t.target_programs:5d} | " + " | ".join(
             f"{ms:6.3f} ms {g:6.0f} GB/s" + (f" {100 * g / peak:4.1f}%" if peak else "") for ms, g in zip(times, gbps)),
             flush=True)
     best = min(results, key=lambda r: r["total_ms"])
+    del bound
+    torch.cuda.empty_cache()
     return SparseDecodeTuning(**best["tuning"]), results
 
 
@@ -169,6 +171,7 @@ def main() -> None:
                     "kernel per graph replay, which adds the replay's own launch cost to every time)")
     ap.add_argument("--profile", default="", help="BxLxK,...: GPU time of each selection kernel (eager, profiler)")
     args = ap.parse_args()
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     global HQ, HKV, KV_BYTES_PER_TOKEN
     HQ, HKV = map(int, args.heads.split(","))
     KV_BYTES_PER_TOKEN = HKV * 2 * D * 2
@@ -186,7 +189,7 @@ def main() -> None:
 
     tuning = DEFAULT_TUNING
     if not args.no_sweep:
-        tuning, result["sweep"] = sweep([(1, 16384, 2048), (8, 32768, 2048), (32, 16384, 2048)], peak)
+        tuning, result["sweep"] = sweep([(1, 16384, 2048), (8, 32768, 2048), (32, 16384, 2048)], peak, args.layers)
         print(f"best launch shape: {tuning}", flush=True)
     result["tuning"] = tuning.__dict__
     result["layers_per_graph"] = args.layers

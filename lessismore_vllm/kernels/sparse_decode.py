@@ -54,7 +54,7 @@ def _sparse_decode_split_kernel(
     scale_log2, num_splits,
     NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, GROUP: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
-    FUSED_COMBINE: tl.constexpr,
+    FUSED_COMBINE: tl.constexpr, BLOCK_S: tl.constexpr,
 ):
     row = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -111,32 +111,32 @@ def _sparse_decode_split_kernel(
             tl.debug_barrier()  # every thread's partial stores come before the release below
             if tl.atomic_add(counter, 1, sem="acq_rel") == num_splits - 1:  # the last split to finish combines
                 tl.store(counter, 0)  # ready for the next launch (every split of this launch has counted)
-                _combine_group(acc_ptr, ml_ptr, first, g_mask, offs_d, d_mask, out_ptrs, num_splits, HEAD_DIM,
-                               BLOCK_G, BLOCK_D)
+                for g in tl.static_range(GROUP):
+                    head = kv_head * GROUP + g
+                    _combine_head(acc_ptr, ml_ptr, (row * NUM_HEADS + head) * num_splits, num_splits,
+                                  out_ptr + row * stride_ot + head * stride_oh, HEAD_DIM, BLOCK_S, BLOCK_D)
 
 
 @triton.jit
-def _combine_group(acc_ptr, ml_ptr, first, g_mask, offs_d, d_mask, out_ptrs, num_splits, HEAD_DIM: tl.constexpr,
-                   BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr):
-    """out = the splits' partials merged by their running max and sum (one pass, rescaling as the max grows).
-    Loads bypass L1 (.cg): the partials were written by other programs."""
-    m_run = tl.full([BLOCK_G], float("-inf"), dtype=tl.float32)
-    total = tl.zeros([BLOCK_G], dtype=tl.float32)
-    o = tl.zeros([BLOCK_G, BLOCK_D], dtype=tl.float32)
-    for s in range(num_splits):
-        m_s = tl.load(ml_ptr + (first + s) * 2, mask=g_mask, other=float("-inf"), cache_modifier=".cg")
-        l_s = tl.load(ml_ptr + (first + s) * 2 + 1, mask=g_mask, other=0.0, cache_modifier=".cg")
-        acc_s = tl.load(acc_ptr + (first + s)[:, None] * HEAD_DIM + offs_d[None, :],
-                        mask=g_mask[:, None] & d_mask[None, :], other=0.0, cache_modifier=".cg")
-        m_new = tl.maximum(m_run, m_s)
-        m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # every split so far empty: weights 0, not NaN
-        old_w = tl.exp2(m_run - m_ref)
-        new_w = tl.where(l_s > 0, tl.exp2(m_s - m_ref), 0.0)
-        o = o * old_w[:, None] + acc_s * new_w[:, None]
-        total = total * old_w + l_s * new_w
-        m_run = m_new
-    o = o / tl.where(total > 0, total, 1.0)[:, None]
-    tl.store(out_ptrs, o.to(out_ptrs.dtype.element_ty), mask=g_mask[:, None] & d_mask[None, :])
+def _combine_head(acc_ptr, ml_ptr, first, num_splits, out_ptrs, HEAD_DIM: tl.constexpr, BLOCK_S: tl.constexpr,
+                  BLOCK_D: tl.constexpr):
+    """One query head's output from its splits' partials (indices first .. first + num_splits - 1), merged by
+    their running max and sum. Every load is issued at once (one L2 round trip, not one per split) and bypasses
+    L1 (.cg): in the fused path the partials were written by other programs of the same launch."""
+    offs_s = tl.arange(0, BLOCK_S)
+    offs_d = tl.arange(0, BLOCK_D)
+    s_mask = offs_s < num_splits
+    part = first + offs_s
+    m = tl.load(ml_ptr + part * 2, mask=s_mask, other=float("-inf"), cache_modifier=".cg")
+    l = tl.load(ml_ptr + part * 2 + 1, mask=s_mask, other=0.0, cache_modifier=".cg")
+    acc = tl.load(acc_ptr + part[:, None] * HEAD_DIM + offs_d[None, :],
+                  mask=s_mask[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0, cache_modifier=".cg")
+    m_max = tl.max(m, axis=0)
+    m_max = tl.where(m_max == float("-inf"), 0.0, m_max)  # every split empty: count 0 (padded row)
+    w = tl.where(l > 0, tl.exp2(m - m_max), 0.0)
+    total = tl.sum(w * l, axis=0)
+    o = tl.sum(acc * w[:, None], axis=0) / tl.where(total > 0, total, 1.0)
+    tl.store(out_ptrs + offs_d, o.to(out_ptrs.dtype.element_ty), mask=offs_d < HEAD_DIM)
 
 
 @triton.jit(do_not_specialize=BATCH_DEPENDENT_ARGS)
@@ -145,25 +145,11 @@ def _combine_splits_kernel(
     NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
     BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
+    """The combine as its own launch, one program per (row, query head): after the CUDA split kernel."""
     row = tl.program_id(0)
     head = tl.program_id(1)
-    offs_s = tl.arange(0, BLOCK_S)
-    offs_d = tl.arange(0, BLOCK_D)
-    s_mask = offs_s < num_splits
-    slot = (row * NUM_HEADS + head) * num_splits + offs_s
-    m = tl.load(ml_ptr + slot * 2, mask=s_mask, other=float("-inf"))
-    l = tl.load(ml_ptr + slot * 2 + 1, mask=s_mask, other=0.0)
-    m_max = tl.max(m, axis=0)
-    m_max = tl.where(m_max == float("-inf"), 0.0, m_max)  # all splits empty: count 0 (padded row)
-    w = tl.where(l > 0, tl.exp2(m - m_max), 0.0)
-    total = tl.sum(w * l, axis=0)
-    part = tl.load(
-        acc_ptr + slot[:, None] * HEAD_DIM + offs_d[None, :],
-        mask=s_mask[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0,
-    )
-    o = tl.sum(part * w[:, None], axis=0) / tl.where(total > 0, total, 1.0)
-    tl.store(out_ptr + row * stride_ot + head * stride_oh + offs_d, o.to(out_ptr.dtype.element_ty),
-             mask=offs_d < HEAD_DIM)
+    _combine_head(acc_ptr, ml_ptr, (row * NUM_HEADS + head) * num_splits, num_splits,
+                  out_ptr + row * stride_ot + head * stride_oh, HEAD_DIM, BLOCK_S, BLOCK_D)
 
 
 def plan_splits(rows: int, num_kv_heads: int, width: int, tuning: SparseDecodeTuning = DEFAULT_TUNING) -> int:
@@ -244,6 +230,7 @@ def sparse_decode(
     ml = workspace.partials[n_acc: n_acc + rows * num_heads * num_splits * 2]
     assert query.stride(-1) == 1 and output.stride(-1) == 1 and workspace.counters.numel() >= rows * num_kv_heads
     block_d = triton.next_power_of_2(head_dim)
+    block_s = max(2, triton.next_power_of_2(tuning.max_splits))  # from the tuning: one variant for any batch
     cuda_split = cuda_ext.split_launcher(query, kv_cache, kernel)
     fused = tuning.fused_combine and cuda_split is None
     if cuda_split is not None:
@@ -255,12 +242,11 @@ def sparse_decode(
             scale * LOG2E, num_splits,
             NUM_HEADS=num_heads, HEAD_DIM=head_dim, GROUP=group, BLOCK_SIZE=block_size,
             BLOCK_G=max(16, triton.next_power_of_2(group)), BLOCK_D=block_d, BLOCK_N=tuning.block_n,
-            FUSED_COMBINE=fused, num_warps=tuning.num_warps, num_stages=tuning.num_stages,
+            FUSED_COMBINE=fused, BLOCK_S=block_s, num_warps=tuning.num_warps, num_stages=tuning.num_stages,
         )
     if not fused:
         _combine_splits_kernel[(rows, num_heads)](
             acc, ml, output, output.stride(0), output.stride(1), num_splits,
-            NUM_HEADS=num_heads, HEAD_DIM=head_dim,
-            BLOCK_S=max(2, triton.next_power_of_2(tuning.max_splits)), BLOCK_D=block_d,  # one variant for any batch
+            NUM_HEADS=num_heads, HEAD_DIM=head_dim, BLOCK_S=block_s, BLOCK_D=block_d,
         )
     return output
