@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from vllm.v1.attention.backend import (
@@ -27,9 +27,6 @@ from lessismore_vllm.config import LayerRole, LessIsMoreConfig, from_vllm_config
 from lessismore_vllm.reference import attend, decode_logits, gather_kv, write_kv
 from lessismore_vllm.selection import INT32_MAX, budget_split, rank_keys, union_from_keys
 from lessismore_vllm.stats import SparseStats
-
-if TYPE_CHECKING:
-    from lessismore_vllm.kernels import SparseWorkspace
 
 logger = logging.getLogger("vllm.lessismore")
 _announced = False  # one "LessIsMore active:" line per worker process
@@ -94,7 +91,7 @@ class LessIsMoreMetadata:
     positions: torch.Tensor  # builder buffer [max_num_seqs, width]: selected token positions per decode row
     counts: torch.Tensor  # builder buffer [max_num_seqs]: valid entries of each row of `positions`
     slots: torch.Tensor | None = None  # builder buffer (GPU): the physical cache slots of `positions`
-    workspace: SparseWorkspace | None = None  # builder buffers: sparse-decode partials and counters (GPU)
+    workspace: torch.Tensor | None = None  # builder buffer: sparse-decode partial results (GPU)
     dense: Any = None  # the wrapped dense backend's metadata (GPU)
 
 
@@ -131,17 +128,18 @@ class LessIsMoreMetadataBuilder(AttentionMetadataBuilder[LessIsMoreMetadata]):
             # the first sparse layer counts the step (all sparse layers of a step attend the same amount)
             layer.impl.setup(roles[idx], self.config, self.stats if idx == first_sparse else None, tp_rank, tp_size,
                              tp_check=self.stats if tp_check and roles[idx] is LayerRole.SELECT else None)
-        self.workspace = None  # sparse-decode scratch (kernels.SparseWorkspace), for the largest decode batch
+        self.workspace = None  # sparse-decode split partials, sized for the largest decode batch
         self.sparse_kernel = "torch-reference"  # which split kernel the sparse layers launch (GPU: triton or cuda)
         if dense_cls is not None and layers:
-            from lessismore_vllm.kernels import cuda_ext, make_workspace
+            from lessismore_vllm.kernels import cuda_ext, max_workspace_numel
 
             num_heads = next(iter(layers.values())).impl.num_heads
             # a bad LESSISMORE_SPARSE_KERNEL fails here, naming the variable; the CUDA kernel builds at startup
             group = num_heads // kv_cache_spec.num_kv_heads
             self.sparse_kernel = cuda_ext.startup_choice(kv_cache_spec.head_size, group)
-            self.workspace = make_workspace(max_seqs, num_heads, kv_cache_spec.num_kv_heads, kv_cache_spec.head_size,
-                                            width, device)
+            numel = max_workspace_numel(max_seqs, num_heads, kv_cache_spec.num_kv_heads, kv_cache_spec.head_size,
+                                        width)
+            self.workspace = torch.empty(numel, dtype=torch.float32, device=device)
         global _announced
         if not _announced:
             _announced = True

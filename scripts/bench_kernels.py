@@ -9,8 +9,8 @@
 Every time is the median of CUDA-graph replays (triton.testing.do_bench on graph.replay), as vLLM runs decode;
 with --layers N, each replay runs N layers back to back (N caches) and times are per layer.
 2. Table over batch x context x budget: time (ms), KV bytes actually read,
-   effective GB/s and % of peak HBM for FA3 dense decode, vLLM Triton decode and our sparse decode (and the same
-   with the combine as a second kernel, as the CUDA split kernel runs); our speedup over each dense kernel; the selection step (Triton kernels; the logits kernel alone; the variant with the
+   effective GB/s and % of peak HBM for FA3 dense decode, vLLM Triton decode and our sparse decode; our speedup
+   over each dense kernel; the selection step (Triton kernels; the logits kernel alone; the variant with the
    static-shape torch union); and a
    selection layer (FA3 dense decode + our selection step) as a multiple of a dense decode layer.
 Not compared: FlashInfer decode (it JIT-compiles for minutes on every fresh GPU host of this project).
@@ -20,7 +20,6 @@ Writes bench_kernels.json next to the printed table.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import json
 import os
@@ -30,7 +29,7 @@ import torch
 import triton
 
 from lessismore_vllm.kernels import (
-    SparseDecodeTuning, decode_logits, make_workspace, select, slots_from_positions, sparse_decode,
+    SparseDecodeTuning, decode_logits, max_workspace_numel, select, slots_from_positions, sparse_decode,
 )
 from lessismore_vllm.selection import select_tokens_batched
 
@@ -111,14 +110,16 @@ def sweep(shapes: list[tuple[int, int, int]], peak, layers: int) -> tuple[Sparse
     for t in grid:
         times = []
         for cases, bufs, budget in bound:
-            ws = make_workspace(cases[0].batch, HQ, HKV, D, budget, "cuda", t)
+            ws = torch.empty(max_workspace_numel(cases[0].batch, HQ, HKV, D, budget, t), device="cuda",
+                             dtype=torch.float32)
             try:
                 times.append(bench(lambda: [sparse_decode(x.q, x.kv, slots, cnt, x.scale, x.out, ws, t)
                                             for x, (_, cnt, slots) in zip(cases, bufs)], rep=40) / layers)
             except Exception as e:  # e.g. out of shared memory for this shape
                 times.append(float("inf"))
                 print(f"  {t}: {type(e).__name__}", flush=True)
-        gbps = [cases[0].batch * budget * KV_BYTES_PER_TOKEN / ms / 1e6 for (cases, _, budget), ms in zip(bound, times)]
+        gbps = [cases[0].batch * budget * KV_BYTES_PER_TOKEN / ms / 1e6
+                for (cases, _, budget), ms in zip(bound, times)]
         results.append({"tuning": t.__dict__, "ms": times, "GBps": gbps, "total_ms": sum(times)})
         print(f"sweep {t.block_n:4d} w{t.num_warps} s{t.num_stages} tp{t.target_programs:5d} | " + " | ".join(
             f"{ms:6.3f} ms {g:6.0f} GB/s" + (f" {100 * g / peak:4.1f}%" if peak else "") for ms, g in zip(times, gbps)),
@@ -220,19 +221,18 @@ def main() -> None:
                 if budget >= L and not args.below_budget:
                     continue
                 bufs = {id(x): x.selection_buffers(budget) for x in cases}
-                ws = make_workspace(batch, HQ, HKV, D, budget, "cuda", tuning)
-                two_kernels = dataclasses.replace(tuning, fused_combine=False)
+                ws = torch.empty(max_workspace_numel(batch, HQ, HKV, D, budget, tuning), device="cuda",
+                                 dtype=torch.float32)
 
-                def sparse(x, t=tuning, kernel="triton"):
+                def sparse(x, kernel="triton"):
                     _, cnt, slots = bufs[id(x)]
-                    sparse_decode(x.q, x.kv, slots, cnt, x.scale, x.out, ws, t, kernel)
+                    sparse_decode(x.q, x.kv, slots, cnt, x.scale, x.out, ws, tuning, kernel)
 
                 def select_step(x, method="triton"):
                     pos, cnt, slots = bufs[id(x)]
                     select(x.q, x.kv, x.bt, x.seq_lens, x.scale, budget, 0.25, 4, pos, cnt, slots, method=method)
 
                 t_sparse = per_layer(sparse)
-                t_sparse_2k = per_layer(lambda x: sparse(x, two_kernels))
                 t_csrc = csrc and per_layer(lambda x: sparse(x, kernel="cuda"))
                 t_select = per_layer(select_step)
                 t_select_torch = per_layer(lambda x: select_step(x, "torch"))
@@ -249,7 +249,6 @@ def main() -> None:
                     "triton_ms": t_triton, "triton_GBps": t_triton and dense_bytes / t_triton / 1e6,
                     "sparse_ms": t_sparse, "sparse_GBps": sparse_bytes / t_sparse / 1e6,
                     "sparse_speedup_vs_fa3": t_fa3 / t_sparse,
-                    "sparse_two_kernels_ms": t_sparse_2k,  # the split kernel, then _combine_splits_kernel
                     "csrc_ms": t_csrc or None, "csrc_GBps": t_csrc and sparse_bytes / t_csrc / 1e6,
                     "sparse_speedup_vs_triton": t_triton and t_triton / t_sparse,
                     "selection_step_ms": t_select, "selection_logits_ms": t_logits,
@@ -264,8 +263,7 @@ def main() -> None:
                 rows.append(row)
                 print(f"B={batch:3d} L={L:6d} K={budget:5d} | FA3 {t_fa3:7.3f} ms {row['fa3_GBps']:5.0f} GB/s | "
                       f"triton {t_triton or 0:7.3f} | sparse {t_sparse:6.3f} ms {row['sparse_GBps']:5.0f} GB/s "
-                      f"({row.get('sparse_pct_peak', 0):4.1f}%) x{row['sparse_speedup_vs_fa3']:5.2f} vs FA3 "
-                      f"(two-kernel {t_sparse_2k:6.3f}) | "
+                      f"({row.get('sparse_pct_peak', 0):4.1f}%) x{row['sparse_speedup_vs_fa3']:5.2f} vs FA3 | "
                       f"csrc {t_csrc or 0:6.3f} ms ({row.get('csrc_pct_peak', 0):4.1f}%) | "
                       f"select {t_select:6.3f} (logits {t_logits:.3f}; torch-union variant {t_select_torch:.3f}) "
                       f"layer {row['selection_layer_vs_dense_layer']:5.2f}x dense", flush=True)

@@ -27,7 +27,7 @@ def paged_setup(seq_lens, num_kv_heads, head_dim, block_size, dtype, device, see
 
 
 def check_sparse_decode(seq_lens, num_heads, num_kv_heads, head_dim, budget, dtype, device, block_size=16, seed=0,
-                        tuning=None, kernel=None, workspace=None):
+                        tuning=None, kernel=None):
     from lessismore_vllm.kernels import DEFAULT_TUNING, slots_from_positions, sparse_decode
 
     g = torch.Generator().manual_seed(seed + 1)
@@ -43,7 +43,7 @@ def check_sparse_decode(seq_lens, num_heads, num_kv_heads, head_dim, budget, dty
     positions, counts = positions.to(device), counts.to(device)
     out = torch.full((B, num_heads, head_dim), float("nan"), dtype=dtype, device=device)
     slots = slots_from_positions(block_table, positions, block_size)
-    sparse_decode(query, kv_cache, slots, counts, head_dim**-0.5, out, workspace, tuning or DEFAULT_TUNING, kernel)
+    sparse_decode(query, kv_cache, slots, counts, head_dim**-0.5, out, tuning=tuning or DEFAULT_TUNING, kernel=kernel)
     want = sparse_decode_reference(query.cpu(), kv_cache.cpu(), block_table.cpu(), positions.cpu(), counts.cpu(),
                                    head_dim**-0.5)
     tol = FP32_TOL[str(device).split(":")[0]] if dtype == torch.float32 else 2e-2

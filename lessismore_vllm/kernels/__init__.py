@@ -5,14 +5,14 @@ from lessismore_vllm.kernels.selection import decode_logits, select
 from lessismore_vllm.kernels.sparse_decode import (
     DEFAULT_TUNING,
     SparseDecodeTuning,
-    SparseWorkspace,
-    make_workspace,
+    max_workspace_numel,
     plan_splits,
     slots_from_positions,
     sparse_decode,
+    workspace_numel,
 )
 
 __all__ = [
-    "decode_logits", "select", "sparse_decode", "slots_from_positions", "plan_splits", "make_workspace",
-    "SparseWorkspace", "SparseDecodeTuning", "DEFAULT_TUNING",
+    "decode_logits", "select", "sparse_decode", "slots_from_positions", "plan_splits", "workspace_numel",
+    "max_workspace_numel", "SparseDecodeTuning", "DEFAULT_TUNING",
 ]

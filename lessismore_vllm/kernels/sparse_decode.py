@@ -3,9 +3,7 @@
 One program per (decode row, KV head, split): loads each selected token's K and V once and uses them for every
 query head of the GQA group (a [GROUP, D] x [D, N] dot). Tokens are given as physical cache slots
 (block * block_size + offset), which the selection layer computed once per step from the block table, so the 30-odd
-sparse layers that follow do one dependent load per token instead of two. The last split of each (row, KV head) to
-finish combines the splits (a per-(row, KV head) counter in the workspace says which one is last), so a sparse
-layer is one launch; the CUDA split kernel (csrc/) still hands its partials to `_combine_splits_kernel`.
+sparse layers that follow do one dependent load per token instead of two. A second kernel combines the splits.
 Reference: lessismore_vllm.reference.sparse_decode_reference.
 """
 
@@ -31,7 +29,6 @@ class SparseDecodeTuning:
     num_stages: int = 3
     max_splits: int = 32
     target_programs: int = 264  # (row, KV head, split) programs: 2 per SM on an H100 (more measured no faster)
-    fused_combine: bool = True  # the last split combines (False: a second kernel does, as after the CUDA kernel)
 
 
 DEFAULT_TUNING = SparseDecodeTuning()
@@ -47,14 +44,12 @@ BATCH_DEPENDENT_ARGS = ["num_splits"]
 def _sparse_decode_split_kernel(
     q_ptr, kv_ptr, slots_ptr, counts_ptr,
     acc_ptr, ml_ptr,  # workspace: acc [rows, Hq, S, D] fp32, ml [rows, Hq, S, 2] fp32 (running max, sum)
-    counters_ptr, out_ptr,  # FUSED_COMBINE: splits finished per (row, KV head), 0 between launches; the output
     stride_qt, stride_qh,
     stride_kv_block, stride_kv_head, stride_kv_slot, stride_kv_chan,
-    stride_slots, stride_ot, stride_oh,
+    stride_slots,
     scale_log2, num_splits,
     NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, GROUP: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
-    FUSED_COMBINE: tl.constexpr, BLOCK_S: tl.constexpr,
 ):
     row = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -97,46 +92,10 @@ def _sparse_decode_split_kernel(
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
 
-    gd_mask = g_mask[:, None] & d_mask[None, :]
-    out_ptrs = out_ptr + row * stride_ot + heads[:, None] * stride_oh + offs_d[None, :]
-    if FUSED_COMBINE and num_splits == 1:  # the whole row is here: no partials
-        tl.store(out_ptrs, (acc / tl.where(l_i > 0, l_i, 1.0)[:, None]).to(out_ptr.dtype.element_ty), mask=gd_mask)
-    else:
-        first = (row * NUM_HEADS + heads) * num_splits  # [BLOCK_G] partial index of split 0
-        tl.store(acc_ptr + (first + split)[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=gd_mask)
-        tl.store(ml_ptr + (first + split) * 2, m_i, mask=g_mask)
-        tl.store(ml_ptr + (first + split) * 2 + 1, l_i, mask=g_mask)
-        if FUSED_COMBINE:
-            counter = counters_ptr + row * tl.num_programs(1) + kv_head
-            tl.debug_barrier()  # every thread's partial stores come before the release below
-            if tl.atomic_add(counter, 1, sem="acq_rel") == num_splits - 1:  # the last split to finish combines
-                tl.store(counter, 0)  # ready for the next launch (every split of this launch has counted)
-                for g in tl.static_range(GROUP):
-                    head = kv_head * GROUP + g
-                    _combine_head(acc_ptr, ml_ptr, (row * NUM_HEADS + head) * num_splits, num_splits,
-                                  out_ptr + row * stride_ot + head * stride_oh, HEAD_DIM, BLOCK_S, BLOCK_D)
-
-
-@triton.jit
-def _combine_head(acc_ptr, ml_ptr, first, num_splits, out_ptrs, HEAD_DIM: tl.constexpr, BLOCK_S: tl.constexpr,
-                  BLOCK_D: tl.constexpr):
-    """One query head's output from its splits' partials (indices first .. first + num_splits - 1), merged by
-    their running max and sum. Every load is issued at once (one L2 round trip, not one per split) and bypasses
-    L1 (.cg): in the fused path the partials were written by other programs of the same launch."""
-    offs_s = tl.arange(0, BLOCK_S)
-    offs_d = tl.arange(0, BLOCK_D)
-    s_mask = offs_s < num_splits
-    part = first + offs_s
-    m = tl.load(ml_ptr + part * 2, mask=s_mask, other=float("-inf"), cache_modifier=".cg")
-    l = tl.load(ml_ptr + part * 2 + 1, mask=s_mask, other=0.0, cache_modifier=".cg")
-    acc = tl.load(acc_ptr + part[:, None] * HEAD_DIM + offs_d[None, :],
-                  mask=s_mask[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0, cache_modifier=".cg")
-    m_max = tl.max(m, axis=0)
-    m_max = tl.where(m_max == float("-inf"), 0.0, m_max)  # every split empty: count 0 (padded row)
-    w = tl.where(l > 0, tl.exp2(m - m_max), 0.0)
-    total = tl.sum(w * l, axis=0)
-    o = tl.sum(acc * w[:, None], axis=0) / tl.where(total > 0, total, 1.0)
-    tl.store(out_ptrs + offs_d, o.to(out_ptrs.dtype.element_ty), mask=offs_d < HEAD_DIM)
+    slot_out = (row * NUM_HEADS + heads) * num_splits + split  # [BLOCK_G]
+    tl.store(acc_ptr + slot_out[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=g_mask[:, None] & d_mask[None, :])
+    tl.store(ml_ptr + slot_out * 2, m_i, mask=g_mask)
+    tl.store(ml_ptr + slot_out * 2 + 1, l_i, mask=g_mask)
 
 
 @triton.jit(do_not_specialize=BATCH_DEPENDENT_ARGS)
@@ -145,11 +104,25 @@ def _combine_splits_kernel(
     NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
     BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    """The combine as its own launch, one program per (row, query head): after the CUDA split kernel."""
     row = tl.program_id(0)
     head = tl.program_id(1)
-    _combine_head(acc_ptr, ml_ptr, (row * NUM_HEADS + head) * num_splits, num_splits,
-                  out_ptr + row * stride_ot + head * stride_oh, HEAD_DIM, BLOCK_S, BLOCK_D)
+    offs_s = tl.arange(0, BLOCK_S)
+    offs_d = tl.arange(0, BLOCK_D)
+    s_mask = offs_s < num_splits
+    slot = (row * NUM_HEADS + head) * num_splits + offs_s
+    m = tl.load(ml_ptr + slot * 2, mask=s_mask, other=float("-inf"))
+    l = tl.load(ml_ptr + slot * 2 + 1, mask=s_mask, other=0.0)
+    m_max = tl.max(m, axis=0)
+    m_max = tl.where(m_max == float("-inf"), 0.0, m_max)  # all splits empty: count 0 (padded row)
+    w = tl.where(l > 0, tl.exp2(m - m_max), 0.0)
+    total = tl.sum(w * l, axis=0)
+    part = tl.load(
+        acc_ptr + slot[:, None] * HEAD_DIM + offs_d[None, :],
+        mask=s_mask[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0,
+    )
+    o = tl.sum(part * w[:, None], axis=0) / tl.where(total > 0, total, 1.0)
+    tl.store(out_ptr + row * stride_ot + head * stride_oh + offs_d, o.to(out_ptr.dtype.element_ty),
+             mask=offs_d < HEAD_DIM)
 
 
 def plan_splits(rows: int, num_kv_heads: int, width: int, tuning: SparseDecodeTuning = DEFAULT_TUNING) -> int:
@@ -163,25 +136,15 @@ def plan_splits(rows: int, num_kv_heads: int, width: int, tuning: SparseDecodeTu
     return triton.cdiv(width, per_split)
 
 
-def partials_numel(rows: int, num_heads: int, head_dim: int, num_splits: int) -> int:
+def workspace_numel(rows: int, num_heads: int, head_dim: int, num_splits: int) -> int:
     return rows * num_heads * num_splits * (head_dim + 2)
 
 
-@dataclass(frozen=True)
-class SparseWorkspace:
-    """The sparse decode's scratch buffers, allocated once (by the metadata builder, for its largest batch)."""
-
-    partials: torch.Tensor  # fp32: the splits' acc [rows, Hq, S, D], then their running max and sum [rows, Hq, S, 2]
-    counters: torch.Tensor  # int32 [rows * KV heads]: splits finished, for the fused combine; 0 between launches
-
-
-def make_workspace(max_rows: int, num_heads: int, num_kv_heads: int, head_dim: int, width: int,
-                   device: torch.device | str, tuning: SparseDecodeTuning = DEFAULT_TUNING) -> SparseWorkspace:
-    """Workspace for any decode batch of up to max_rows rows whose slot lists are `width` wide."""
-    numel = max(partials_numel(r, num_heads, head_dim, plan_splits(r, num_kv_heads, width, tuning))
-                for r in range(1, max_rows + 1))
-    return SparseWorkspace(torch.empty(numel, device=device, dtype=torch.float32),
-                           torch.zeros(max_rows * num_kv_heads, device=device, dtype=torch.int32))
+def max_workspace_numel(max_rows: int, num_heads: int, num_kv_heads: int, head_dim: int, width: int,
+                        tuning: SparseDecodeTuning = DEFAULT_TUNING) -> int:
+    """Workspace for any decode batch of up to max_rows rows (the builder allocates it once)."""
+    return max(workspace_numel(r, num_heads, head_dim, plan_splits(r, num_kv_heads, width, tuning))
+               for r in range(1, max_rows + 1))
 
 
 def slots_from_positions(block_table: torch.Tensor, positions: torch.Tensor, block_size: int,
@@ -206,16 +169,16 @@ def sparse_decode(
     counts: torch.Tensor,
     scale: float,
     output: torch.Tensor,
-    workspace: SparseWorkspace | None = None,
+    workspace: torch.Tensor | None = None,
     tuning: SparseDecodeTuning = DEFAULT_TUNING,
     kernel: str | None = None,
 ) -> torch.Tensor:
     """output[b] = softmax attention of query[b] over the cache slots slots[b, :counts[b]] (0 where counts[b] == 0).
 
     query/output [rows, Hq, D]; kv_cache [blocks, Hkv, block_size, 2D] (any strides); slots [rows, width] int32
-    (see slots_from_positions); counts [rows] int32. workspace: make_workspace(>= rows, ..., width, tuning=tuning)
-    (None: allocated here). kernel: the split phase, "triton" or "cuda" (csrc/; an error if it cannot run); None:
-    as the environment says (cuda_ext.split_launcher), falling back to Triton where the CUDA kernel cannot run.
+    (see slots_from_positions); counts [rows] int32. workspace: fp32, >= workspace_numel(...) elements.
+    kernel: the split phase, "triton" or "cuda" (csrc/; an error if it cannot run); None: as the environment says
+    (cuda_ext.split_launcher), falling back to Triton where the CUDA kernel cannot run.
     """
     rows, num_heads, head_dim = query.shape
     if rows == 0:
@@ -224,29 +187,27 @@ def sparse_decode(
     group = num_heads // num_kv_heads
     num_splits = plan_splits(rows, num_kv_heads, slots.shape[1], tuning)
     if workspace is None:
-        workspace = make_workspace(rows, num_heads, num_kv_heads, head_dim, slots.shape[1], query.device, tuning)
+        workspace = torch.empty(workspace_numel(rows, num_heads, head_dim, num_splits), device=query.device,
+                                dtype=torch.float32)
     n_acc = rows * num_heads * num_splits * head_dim
-    acc = workspace.partials[:n_acc]
-    ml = workspace.partials[n_acc: n_acc + rows * num_heads * num_splits * 2]
-    assert query.stride(-1) == 1 and output.stride(-1) == 1 and workspace.counters.numel() >= rows * num_kv_heads
+    acc, ml = workspace[:n_acc], workspace[n_acc: n_acc + rows * num_heads * num_splits * 2]
+    assert query.stride(-1) == 1 and output.stride(-1) == 1
     block_d = triton.next_power_of_2(head_dim)
-    block_s = max(2, triton.next_power_of_2(tuning.max_splits))  # from the tuning: one variant for any batch
     cuda_split = cuda_ext.split_launcher(query, kv_cache, kernel)
-    fused = tuning.fused_combine and cuda_split is None
     if cuda_split is not None:
         cuda_split(query, kv_cache, slots, counts, acc, ml, scale * LOG2E, num_splits)
     else:
         _sparse_decode_split_kernel[(rows, num_kv_heads, num_splits)](
-            query, kv_cache, slots, counts, acc, ml, workspace.counters, output,
-            query.stride(0), query.stride(1), *kv_cache.stride(), slots.stride(0), output.stride(0), output.stride(1),
+            query, kv_cache, slots, counts, acc, ml,
+            query.stride(0), query.stride(1), *kv_cache.stride(), slots.stride(0),
             scale * LOG2E, num_splits,
             NUM_HEADS=num_heads, HEAD_DIM=head_dim, GROUP=group, BLOCK_SIZE=block_size,
             BLOCK_G=max(16, triton.next_power_of_2(group)), BLOCK_D=block_d, BLOCK_N=tuning.block_n,
-            FUSED_COMBINE=fused, BLOCK_S=block_s, num_warps=tuning.num_warps, num_stages=tuning.num_stages,
+            num_warps=tuning.num_warps, num_stages=tuning.num_stages,
         )
-    if not fused:
-        _combine_splits_kernel[(rows, num_heads)](
-            acc, ml, output, output.stride(0), output.stride(1), num_splits,
-            NUM_HEADS=num_heads, HEAD_DIM=head_dim, BLOCK_S=block_s, BLOCK_D=block_d,
-        )
+    _combine_splits_kernel[(rows, num_heads)](
+        acc, ml, output, output.stride(0), output.stride(1), num_splits,
+        NUM_HEADS=num_heads, HEAD_DIM=head_dim,
+        BLOCK_S=max(2, triton.next_power_of_2(tuning.max_splits)), BLOCK_D=block_d,  # one variant for any batch
+    )
     return output
