@@ -34,6 +34,7 @@ def worker(spec: dict) -> dict:
     import lessismore_vllm  # noqa: F401  (registers the backend in this process too)
 
     configs = spec["configs"]
+    name = spec.get("label", spec["backend"])  # the entry of --backends, e.g. lessismore+LESSISMORE_X=0
     batches = sorted({b for b, _ in configs})
     kw = {"attention_backend": spec["backend"]}
     if spec["backend"] == "lessismore":
@@ -42,14 +43,14 @@ def worker(spec: dict) -> dict:
     extra = dict(spec.get("engine", {}))
     if spec.get("profile_dir"):  # vLLM's torch profiler on every worker, started around a few extra steps below
         extra["profiler_config"] = {"profiler": "torch", "torch_profiler_with_stack": False,
-                                    "torch_profiler_dir": str(Path(spec["profile_dir"], spec["backend"]))}
+                                    "torch_profiler_dir": str(Path(spec["profile_dir"], name.replace("=", "-")))}
     compilation = {"cudagraph_capture_sizes": batches, **extra.pop("compilation_config", {})}
     llm = LLM(model=spec["model"], load_format="dummy", skip_tokenizer_init=True, dtype="bfloat16",
               max_model_len=spec["max_model_len"], max_num_seqs=max(batches), enable_prefix_caching=True,
               gpu_memory_utilization=spec["gpu_memory_utilization"], seed=0,
               max_num_batched_tokens=16384, compilation_config=compilation,
               tensor_parallel_size=spec.get("tp", 1), **kw, **extra)
-    out = {"backend": spec["backend"], "engine_start_s": round(time.time() - t0, 1), "configs": []}
+    out = {"backend": name, "engine_start_s": round(time.time() - t0, 1), "configs": []}
     gen = spec["gen"]
     for batch, ctx in configs:
         rng = random.Random(batch * 100_003 + ctx)
@@ -73,9 +74,9 @@ def worker(spec: dict) -> dict:
             best = step_ms if best is None else min(best, step_ms)
         row = {"batch": batch, "context": ctx, "gen": gen, "decode_step_ms": round(best, 3),
                "decode_tok_s": round(batch * 1000 / best, 1), "prefill_s": round(prefill_s, 2)}
-        print(f"[{spec['backend']}] {row}", flush=True)
+        print(f"[{name}] {row}", flush=True)
         if spec.get("profile_dir"):  # after the timed passes, so the profiler does not touch the numbers
-            llm.start_profile(profile_prefix=f"{spec['backend']}_{batch}x{ctx}")
+            llm.start_profile(profile_prefix=f"{name.replace('=', '-')}_{batch}x{ctx}")
             llm.generate(prompts, SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True), use_tqdm=False)
             llm.stop_profile()
         out["configs"].append(row)
@@ -83,16 +84,19 @@ def worker(spec: dict) -> dict:
 
 
 def ratios(results: list[dict]) -> list[dict]:
+    """Each lessismore run (variants included: "lessismore+ENV=value") against each stock backend."""
     by = {r["backend"]: {(c["batch"], c["context"]): c for c in r["configs"]} for r in results if "configs" in r}
-    ours = by.get("lessismore", {})
     rows = []
-    for key, c in ours.items():
-        row = {"batch": key[0], "context": key[1], "lessismore_tok_s": c["decode_tok_s"]}
-        for name, res in by.items():
-            if name != "lessismore" and key in res:
-                row[f"{name}_tok_s"] = res[key]["decode_tok_s"]
-                row[f"speedup_vs_{name}"] = round(c["decode_tok_s"] / res[key]["decode_tok_s"], 3)
-        rows.append(row)
+    for label, ours in by.items():
+        if not label.startswith("lessismore"):
+            continue
+        for key, c in ours.items():
+            row = {"batch": key[0], "context": key[1], f"{label}_tok_s": c["decode_tok_s"]}
+            for name, res in by.items():
+                if not name.startswith("lessismore") and key in res:
+                    row[f"{name}_tok_s"] = res[key]["decode_tok_s"]
+                    row[f"speedup_vs_{name}"] = round(c["decode_tok_s"] / res[key]["decode_tok_s"], 3)
+            rows.append(row)
     return rows
 
 
@@ -123,7 +127,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--configs", default=DEFAULT_CONFIGS, help="BATCHxCONTEXT,...")
-    ap.add_argument("--backends", default=DEFAULT_BACKENDS)
+    ap.add_argument("--backends", default=DEFAULT_BACKENDS, help="comma-separated; an entry may set environment "
+                    "variables for its engine: lessismore+LESSISMORE_OVERLAP_SELECTION=0")
     ap.add_argument("--budget", type=int, default=2048)
     ap.add_argument("--gen", type=int, default=128, help="decode steps timed per config")
     ap.add_argument("--repeats", type=int, default=2)
@@ -157,8 +162,11 @@ def main() -> None:
     out_path = Path(args.out, "bench_e2e.json")
     data = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "vllm": vllm.__version__,
             "budget": args.budget, "gen": args.gen, "tp": args.tp, "engine": json.loads(args.engine), "command": " ".join(sys.argv), "results": []}
-    for backend in args.backends.split(","):
-        spec = {"model": str(model), "backend": backend, "budget": args.budget, "configs": configs, "gen": args.gen,
+    for label in args.backends.split(","):
+        backend, *settings = label.split("+")  # lessismore+LESSISMORE_X=0: that engine with LESSISMORE_X=0
+        env = {**os.environ, **dict(kv.split("=", 1) for kv in settings)}
+        spec = {"model": str(model), "backend": backend, "label": label, "budget": args.budget, "configs": configs,
+                "gen": args.gen,
                 "repeats": args.repeats, "max_model_len": max(c for _, c in configs) + 64,
                 "gpu_memory_utilization": args.gpu_memory_utilization, "tp": args.tp,
                 "engine": json.loads(args.engine), "profile_dir": args.profile}
@@ -167,9 +175,10 @@ def main() -> None:
         t0 = time.time()
         # the log streams to --out, so a run cut off mid-engine keeps it
         code, log = run_logged([sys.executable, __file__, "--worker", str(spec_path)],
-                               str(Path(args.out, f"bench_e2e_{backend}.log")), args.engine_timeout)
+                               str(Path(args.out, f"bench_e2e_{label.replace('=', '-')}.log")), args.engine_timeout,
+                               env)
         lines = [ln for ln in log.splitlines() if ln.startswith("RESULT ")]
-        res = json.loads(lines[-1][7:]) if lines else {"backend": backend, "exit": code, "error": log[-3000:]}
+        res = json.loads(lines[-1][7:]) if lines else {"backend": label, "exit": code, "error": log[-3000:]}
         res["wall_s"] = round(time.time() - t0, 1)
         print(json.dumps(res), flush=True)
         data["results"].append(res)
