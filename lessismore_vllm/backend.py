@@ -32,18 +32,6 @@ logger = logging.getLogger("vllm.lessismore")
 _announced = False  # one "LessIsMore active:" line per worker process
 
 
-OVERLAP_ENV = "LESSISMORE_OVERLAP_SELECTION"
-
-
-def overlap_selection() -> bool:
-    """Whether GPU selection layers select beside their dense pass (default) or after it. A bad value fails at
-    startup, naming the variable."""
-    value = os.environ.get(OVERLAP_ENV, "1").strip()
-    if value not in ("0", "1"):
-        raise ValueError(f"{OVERLAP_ENV}={value!r}: must be 0 or 1")
-    return value == "1"
-
-
 class LessIsMoreBackend(AttentionBackend):
     supported_dtypes: ClassVar[list[torch.dtype]] = [torch.float16, torch.bfloat16, torch.float32]
     supported_kv_cache_dtypes: ClassVar[list[str]] = ["auto", "float16", "bfloat16"]
@@ -135,15 +123,11 @@ class LessIsMoreMetadataBuilder(AttentionMetadataBuilder[LessIsMoreMetadata]):
             roles[min(roles)] = LayerRole.SELECT
         first_sparse = min((i for i, r in roles.items() if r is LayerRole.SPARSE), default=None)
         tp_check = tp_size > 1 and os.environ.get("LESSISMORE_TP_CHECK", "0") == "1"
-        # GPU selection layers select beside their dense pass; not under tensor parallelism, whose all-reduce of
-        # the rank keys stays on the model's stream. A bad LESSISMORE_OVERLAP_SELECTION fails here.
-        overlap = overlap_selection() and dense_cls is not None and tp_size == 1
         for name, layer in layers.items():
             idx = index[name]
             # the first sparse layer counts the step (all sparse layers of a step attend the same amount)
             layer.impl.setup(roles[idx], self.config, self.stats if idx == first_sparse else None, tp_rank, tp_size,
-                             tp_check=self.stats if tp_check and roles[idx] is LayerRole.SELECT else None,
-                             overlap=overlap)
+                             tp_check=self.stats if tp_check and roles[idx] is LayerRole.SELECT else None)
         self.workspace = None  # sparse-decode split partials, sized for the largest decode batch
         self.sparse_kernel = "torch-reference"  # which split kernel the sparse layers launch (GPU: triton or cuda)
         if dense_cls is not None and layers:
@@ -161,9 +145,8 @@ class LessIsMoreMetadataBuilder(AttentionMetadataBuilder[LessIsMoreMetadata]):
             _announced = True
             dense_name = dense_cls.get_name() if dense_cls else "torch-reference"
             stage = "" if not roles or min(roles) == 0 else f" stage_layers={min(roles)}-{max(roles)}"
-            logger.info("LessIsMore active: %s dense_backend=%s sparse_kernel=%s overlap_selection=%s tp=%d%s",
-                        self.config.summary(), dense_name, self.sparse_kernel, "on" if overlap else "off", tp_size,
-                        stage)
+            logger.info("LessIsMore active: %s dense_backend=%s sparse_kernel=%s tp=%d%s", self.config.summary(),
+                        dense_name, self.sparse_kernel, tp_size, stage)
 
     def build(self, common_prefix_len: int, common_attn_metadata, fast_build: bool = False) -> LessIsMoreMetadata:
         cm = common_attn_metadata
@@ -232,7 +215,6 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
         self.stats: SparseStats | None = None
         self.tp_check: SparseStats | None = None
         self.tp_rank, self.tp_size, self.head_offset, self.total_heads = 0, 1, 0, num_heads
-        self.select_stream: torch.cuda.Stream | None = None
         dense_cls = compat.dense_backend_cls()
         self.dense_impl = (
             dense_cls.get_impl_cls()(
@@ -244,15 +226,13 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
         )
 
     def setup(self, role: LayerRole, config: LessIsMoreConfig, stats: SparseStats | None = None, tp_rank: int = 0,
-              tp_size: int = 1, tp_check: SparseStats | None = None, overlap: bool = False) -> None:
+              tp_size: int = 1, tp_check: SparseStats | None = None) -> None:
         """Role and settings from the builder. Under tensor parallelism this rank's query heads are
         [tp_rank * num_heads, (tp_rank + 1) * num_heads) of num_heads * tp_size (vLLM splits heads evenly).
-        tp_check: where a selection layer counts whether all ranks selected the same sets (LESSISMORE_TP_CHECK).
-        overlap: a selection layer selects on its own CUDA stream, beside its dense pass."""
+        tp_check: where a selection layer counts whether all ranks selected the same sets (LESSISMORE_TP_CHECK)."""
         self.role, self.config, self.stats, self.tp_check = role, config, stats, tp_check
         self.tp_rank, self.tp_size = tp_rank, tp_size
         self.head_offset, self.total_heads = tp_rank * self.num_heads, self.num_heads * tp_size
-        self.select_stream = torch.cuda.Stream() if overlap and role is LayerRole.SELECT else None
 
     def _combine_keys(self):
         """The all-reduce that makes every TP rank select the same set (None without tensor parallelism)."""
@@ -298,29 +278,25 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
         from lessismore_vllm import kernels
 
         nd = m.num_decode_tokens
-        select = self.role is LayerRole.SELECT and nd > 0
         sparse_decode = self.role is LayerRole.SPARSE and nd > 0
-        side = self.select_stream if select else None
-        if side is not None:
-            # The selection reads only the query and the cache (written before forward): it runs on a side stream
-            # beside the dense pass, whose bandwidth-bound reads leave room for its latency-bound kernels.
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                self._select_gpu(query, kv_cache, m, nd)
         if not sparse_decode or m.num_actual_tokens > nd:
             # Mixed batches: dense over every row; the sparse kernel then overwrites the decode rows.
             self.dense_impl.forward(layer, query, key, value, kv_cache, m.dense, output)
-        if select:
-            if side is None:
-                self._select_gpu(query, kv_cache, m, nd)
-            else:
-                torch.cuda.current_stream().wait_stream(side)  # the sparse layers read what it wrote
+        if nd == 0 or self.role is LayerRole.DENSE:
+            return output
+        cfg = self.config
+        if self.role is LayerRole.SELECT:
+            kernels.select(
+                query[:nd], kv_cache, m.block_table[:nd], m.seq_lens[:nd], self.scale,
+                cfg.budget, cfg.recency_ratio, cfg.sinks, m.positions, m.counts, m.slots,
+                total_heads=self.total_heads, head_offset=self.head_offset, combine_keys=self._combine_keys(),
+            )
             if trace.PATH and not torch.cuda.is_current_stream_capturing():  # eager debugging only: syncs
                 # the same per-row records as the CPU path, so one reader checks both (e.g. TP ranks agree)
                 for i, (L, n) in enumerate(zip(m.seq_lens[:nd].tolist(), m.counts[:nd].tolist())):
                     trace.record(layer=layer.layer_name, role="selection", row=i, seq_len=L,
                                  selected=m.positions[i, :n].tolist(), tp_rank=self.tp_rank)
-        elif sparse_decode:
+        else:
             if trace.PATH and not torch.cuda.is_current_stream_capturing():
                 trace.record(layer=layer.layer_name, role="sparse", seq_lens=m.seq_lens[:nd].tolist(),
                              attended=m.counts[:nd].tolist())
@@ -328,16 +304,6 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
                 query[:nd], kv_cache, m.slots[:nd], m.counts[:nd], self.scale, output[:nd], m.workspace
             )
         return output
-
-    def _select_gpu(self, query, kv_cache, m, nd) -> None:
-        from lessismore_vllm import kernels
-
-        cfg = self.config
-        kernels.select(
-            query[:nd], kv_cache, m.block_table[:nd], m.seq_lens[:nd], self.scale,
-            cfg.budget, cfg.recency_ratio, cfg.sinks, m.positions, m.counts, m.slots,
-            total_heads=self.total_heads, head_offset=self.head_offset, combine_keys=self._combine_keys(),
-        )
 
     # -- CPU: the readable reference, one request at a time --------------------------------------------------
     def _forward_reference(self, layer, query, kv_cache, m, output):

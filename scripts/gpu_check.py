@@ -1,8 +1,7 @@
 """End-to-end correctness of the GPU path through vLLM (issue: GPU path, must-show 2). Run on the GPU host:
 
     python scripts/gpu_check.py --phase equiv --out $OUT     # budget >= context == TRITON_ATTN / FLASH_ATTN
-    python scripts/gpu_check.py --phase sparse --out $OUT    # budget 2048, 8K contexts: eager == CUDA graphs,
-                                                             # selection beside the dense pass == after it
+    python scripts/gpu_check.py --phase sparse --out $OUT    # budget 2048, 8K contexts: eager == CUDA graphs
     python scripts/gpu_check.py --phase tp --parallel 4 --out $OUT  # 2 GPUs: tensor parallelism (issue 8)
 
 Every engine runs in its own process (lessismore_vllm.harness); up to --parallel engines share the GPU at once
@@ -198,13 +197,9 @@ def main() -> int:
         specs = {
             "lessismore_eager": {**spec, **lim, "engine": {**base, **eager}, "trace": True},
             "lessismore_graphs": {**spec, **lim, "engine": {**base, **graphs}},
-            # the selection after the dense pass instead of beside it: the same kernels, so the same tokens
-            "lessismore_graphs_serial": {**spec, **lim, "engine": {**base, **graphs},
-                                         "env": {"LESSISMORE_OVERLAP_SELECTION": "0"}},
         }
         results = run_all(specs, args.parallel, work)
         verdict = compare(results, "lessismore_eager", ["lessismore_graphs"])
-        verdict.update(compare(results, "lessismore_graphs_serial", ["lessismore_graphs"]))
 
     tfile = work / "lessismore_eager.trace.jsonl"
     if tfile.exists() and args.phase != "tp":  # eager run: what the sparse layers attended, per decode row

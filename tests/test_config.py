@@ -63,15 +63,3 @@ def test_summary_line_lists_schedule():
     s = resolve().summary()
     assert "dense=2 [0, 1]" in s and "selection=2 [2, 12]" in s and "sparse=32 [3-11,13-35]" in s
     assert "budget=2048" in s
-
-
-def test_overlap_selection_switch_names_the_variable(monkeypatch):
-    from lessismore_vllm.backend import OVERLAP_ENV, overlap_selection
-
-    monkeypatch.delenv(OVERLAP_ENV, raising=False)
-    assert overlap_selection() is True
-    monkeypatch.setenv(OVERLAP_ENV, "0")
-    assert overlap_selection() is False
-    monkeypatch.setenv(OVERLAP_ENV, "yes")
-    with pytest.raises(ValueError, match=f"{OVERLAP_ENV}='yes': must be 0 or 1"):
-        overlap_selection()
