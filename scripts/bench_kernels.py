@@ -1,5 +1,6 @@
 """Kernel benchmark on one GPU: our sparse paged decode and our selection step vs dense paged decode attention
-(vLLM's FLASH_ATTN/FA3 and vLLM's Triton unified attention) on the same bf16 paged cache with shuffled pages.
+(vLLM's FLASH_ATTN/FA3, vLLM's Triton unified attention, FlashInfer's batch decode) on the same bf16 paged cache
+with shuffled pages.
 32 query / 8 KV heads, head_dim 128, block size 16, vLLM's NHD layout.
 
     python scripts/bench_kernels.py --out $OUT       # sweeps the sparse kernel's launch shape, then the table
@@ -8,12 +9,10 @@
    is used for the table (and is what lessismore_vllm.kernels.DEFAULT_TUNING should hold).
 Every time is the median of CUDA-graph replays (triton.testing.do_bench on graph.replay), as vLLM runs decode;
 with --layers N, each replay runs N layers back to back (N caches) and times are per layer.
-2. Table over batch x context x budget: time (ms), KV bytes actually read,
-   effective GB/s and % of peak HBM for FA3 dense decode, vLLM Triton decode and our sparse decode; our speedup
-   over each dense kernel; the selection step (Triton kernels; the logits kernel alone; the variant with the
-   static-shape torch union); and a
+2. Table over batch x context x budget: time (ms), KV bytes actually read, effective GB/s and % of peak HBM for
+   FA3, vLLM Triton and FlashInfer dense decode and our sparse decode; our speedup over each dense kernel; the
+   selection step (Triton kernels; the logits kernel alone; the variant with the static-shape torch union); and a
    selection layer (FA3 dense decode + our selection step) as a multiple of a dense decode layer.
-Not compared: FlashInfer decode (it JIT-compiles for minutes on every fresh GPU host of this project).
 Writes bench_kernels.json next to the printed table.
 """
 
@@ -91,6 +90,25 @@ class Case:
                           causal=True, window_size=(-1, -1), block_table=self.bt, softcap=0, q_descale=None,
                           k_descale=ones, v_descale=ones)
 
+    def flashinfer_plan(self):
+        """FlashInfer's paged decode on the same cache: planned here on the host (its page table is this case's
+        block table), so that flashinfer() is graph-capturable. JIT-compiles its kernel on first use."""
+        import flashinfer
+
+        pages = self.bt.shape[1]
+        indptr = torch.arange(self.batch + 1, device="cuda", dtype=torch.int32) * pages
+        indices = self.bt.reshape(-1).contiguous()
+        last_page_len = torch.full((self.batch,), (self.L - 1) % BS + 1, device="cuda", dtype=torch.int32)
+        self.fi = flashinfer.BatchDecodeWithPagedKVCacheWrapper(
+            torch.empty(64 << 20, dtype=torch.uint8, device="cuda"), "NHD", use_cuda_graph=True,
+            paged_kv_indptr_buffer=indptr, paged_kv_indices_buffer=indices,
+            paged_kv_last_page_len_buffer=last_page_len)
+        self.fi.plan(indptr, indices, last_page_len, HQ, HKV, D, BS, pos_encoding_mode="NONE",
+                     q_data_type=self.q.dtype, kv_data_type=self.kv.dtype, sm_scale=self.scale)
+
+    def flashinfer(self):
+        self.fi.run(self.q, (self.k_cache, self.v_cache), out=self.out)
+
     def selection_buffers(self, budget: int):
         pos = torch.empty(self.batch, budget, device="cuda", dtype=torch.int32)
         cnt = torch.empty(self.batch, device="cuda", dtype=torch.int32)
@@ -167,6 +185,8 @@ def main() -> None:
                     "attends all L tokens through our kernel, FA3 reads the same bytes (the e2e short-context case)")
     ap.add_argument("--heads", default="32,8", help="query,KV heads of the cache and query (16,4: one rank of "
                     "the Qwen3-8B shape at tensor_parallel_size 2)")
+    ap.add_argument("--no-flashinfer", dest="flashinfer", action="store_false", help="skip FlashInfer's decode "
+                    "(it JIT-compiles its kernel on first use: minutes on a fresh host)")
     ap.add_argument("--layers", type=int, default=1, help="time N layers (N caches, as many queries and selections) "
                     "back to back in one CUDA graph and report ms per layer, as a decode step runs them (1: one "
                     "kernel per graph replay, which adds the replay's own launch cost to every time)")
@@ -216,6 +236,14 @@ def main() -> None:
             except Exception as e:
                 t_triton = None
                 print(f"vLLM Triton decode unavailable: {type(e).__name__}: {e}", flush=True)
+            t_fi = None
+            if args.flashinfer:
+                try:
+                    for x in cases:
+                        x.flashinfer_plan()
+                    t_fi = per_layer(Case.flashinfer)
+                except Exception as e:
+                    print(f"FlashInfer decode unavailable: {type(e).__name__}: {e}", flush=True)
             dense_bytes = batch * L * KV_BYTES_PER_TOKEN
             for budget in map(int, args.budgets.split(",")):
                 if budget >= L and not args.below_budget:
@@ -247,6 +275,8 @@ def main() -> None:
                     "batch": batch, "L": L, "budget": budget,
                     "fa3_ms": t_fa3, "fa3_GBps": dense_bytes / t_fa3 / 1e6,
                     "triton_ms": t_triton, "triton_GBps": t_triton and dense_bytes / t_triton / 1e6,
+                    "flashinfer_ms": t_fi, "flashinfer_GBps": t_fi and dense_bytes / t_fi / 1e6,
+                    "sparse_speedup_vs_flashinfer": t_fi and t_fi / t_sparse,
                     "sparse_ms": t_sparse, "sparse_GBps": sparse_bytes / t_sparse / 1e6,
                     "sparse_speedup_vs_fa3": t_fa3 / t_sparse,
                     "csrc_ms": t_csrc or None, "csrc_GBps": t_csrc and sparse_bytes / t_csrc / 1e6,
@@ -257,12 +287,13 @@ def main() -> None:
                     "selection_layer_vs_dense_layer": (t_fa3 + t_select) / t_fa3,
                 }
                 if peak:
-                    for k in ("fa3", "triton", "sparse", "csrc"):
+                    for k in ("fa3", "triton", "flashinfer", "sparse", "csrc"):
                         if row[f"{k}_GBps"]:
                             row[f"{k}_pct_peak"] = 100 * row[f"{k}_GBps"] / peak
                 rows.append(row)
                 print(f"B={batch:3d} L={L:6d} K={budget:5d} | FA3 {t_fa3:7.3f} ms {row['fa3_GBps']:5.0f} GB/s | "
-                      f"triton {t_triton or 0:7.3f} | sparse {t_sparse:6.3f} ms {row['sparse_GBps']:5.0f} GB/s "
+                      f"triton {t_triton or 0:7.3f} | flashinfer {t_fi or 0:7.3f} | "
+                      f"sparse {t_sparse:6.3f} ms {row['sparse_GBps']:5.0f} GB/s "
                       f"({row.get('sparse_pct_peak', 0):4.1f}%) x{row['sparse_speedup_vs_fa3']:5.2f} vs FA3 | "
                       f"csrc {t_csrc or 0:6.3f} ms ({row.get('csrc_pct_peak', 0):4.1f}%) | "
                       f"select {t_select:6.3f} (logits {t_logits:.3f}; torch-union variant {t_select_torch:.3f}) "
