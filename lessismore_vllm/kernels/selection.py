@@ -32,6 +32,8 @@ LOGITS_CHUNK_BYTES = 256 << 20  # bounds the transient [rows, Hq, N] fp32 logits
 MAX_SORTED_MID = 4096  # a head's top-mid list is sorted in registers: up to 4096 entries
 SELECT_TILE = 1024  # keys per tile of the radix-select kernels
 SELECT_TARGET_PROGRAMS = 4096  # programs per radix-select launch, when there are enough tiles
+RADIX_WARPS = 4  # warps per program of the radix-select kernels
+RANK_KEYS_WARPS = 8  # warps per (row, head) program of the rank-key sort
 BATCH_DEPENDENT_ARGS = ["programs"]  # runtime values, never specialised on (see sparse_decode.BATCH_DEPENDENT_ARGS)
 
 
@@ -355,7 +357,7 @@ def _select_triton(query, kv_cache, block_table, seq_lens, scale, budget, split,
     logits = decode_logits(query, kv_cache, block_table, seq_lens, scale, max_len, fill_tail=False)
     scratch = torch.empty(rows, num_heads, split.mid, device=device, dtype=torch.int64)
     common = dict(BUDGET=budget, MID=split.mid, SINKS=split.sinks, RECENT=split.recent, TILE=SELECT_TILE,
-                  num_warps=4)
+                  num_warps=RADIX_WARPS)
 
     def radix_select(data, seg_stride, segments, hist_view, counts_view, out, out_stride, is_logit, cap):
         rounds = 4 if is_logit else (cap.bit_length() + 7) // 8  # fp32 logits, or the rank keys' bytes
@@ -381,7 +383,7 @@ def _select_triton(query, kv_cache, block_table, seq_lens, scale, budget, split,
     _rank_keys_kernel[(rows, num_heads)](
         scratch, seq_lens, keys, scratch.stride(0), scratch.stride(1), keys.stride(0), head_offset,
         TOTAL_HEADS=total_heads, BUDGET=budget, MID=split.mid, MID_PAD=triton.next_power_of_2(split.mid),
-        num_warps=8,
+        num_warps=RANK_KEYS_WARPS,
     )
     if combine_keys is not None:
         combine_keys(keys)
