@@ -33,7 +33,7 @@ MAX_SORTED_MID = 4096  # a head's top-mid list is sorted in registers: up to 409
 SELECT_TILE = 1024  # keys per tile of the radix-select kernels
 SELECT_TARGET_PROGRAMS = 4096  # programs per radix-select launch, when there are enough tiles
 RADIX_WARPS = 4  # warps per program of the radix-select kernels
-RANK_KEYS_WARPS = 8  # warps per (row, head) program of the rank-key sort
+RANK_KEYS_WARPS = 32  # warps per (row, head) program of the rank-key sort (H100: 5-17% less selection time than 8)
 BATCH_DEPENDENT_ARGS = ["programs"]  # runtime values, never specialised on (see sparse_decode.BATCH_DEPENDENT_ARGS)
 
 
