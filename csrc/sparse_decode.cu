@@ -21,21 +21,27 @@ namespace {
 constexpr int kWarps = 4;
 constexpr int kElems = 8;  // elements per lane per row: one 16-byte load of fp16/bf16
 
-__device__ __forceinline__ void to_float8(const uint4& raw, float* out, const __nv_bfloat16*) {
-  const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&raw);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    float2 f = __bfloat1622float2(p[i]);
-    out[2 * i] = f.x;
-    out[2 * i + 1] = f.y;
-  }
-}
+// The 2-element vector type of T and its conversion to float2.
+template <typename T>
+struct Pair;
+template <>
+struct Pair<__nv_bfloat16> {
+  using type = __nv_bfloat162;
+  static __device__ __forceinline__ float2 to_float2(type v) { return __bfloat1622float2(v); }
+};
+template <>
+struct Pair<__half> {
+  using type = __half2;
+  static __device__ __forceinline__ float2 to_float2(type v) { return __half22float2(v); }
+};
 
-__device__ __forceinline__ void to_float8(const uint4& raw, float* out, const __half*) {
-  const __half2* p = reinterpret_cast<const __half2*>(&raw);
+// Eight T packed in one 16-byte load -> eight floats.
+template <typename T>
+__device__ __forceinline__ void to_float8(const uint4& raw, float* out, const T*) {
+  const auto* p = reinterpret_cast<const typename Pair<T>::type*>(&raw);
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    float2 f = __half22float2(p[i]);
+    float2 f = Pair<T>::to_float2(p[i]);
     out[2 * i] = f.x;
     out[2 * i + 1] = f.y;
   }
