@@ -34,7 +34,7 @@ def worker(spec: dict) -> dict:
     import lessismore_vllm  # noqa: F401  (registers the backend in this process too)
 
     configs = spec["configs"]
-    name = spec.get("label", spec["backend"])  # the entry of --backends, e.g. lessismore+LESSISMORE_X=0
+    name = spec.get("label", spec["backend"])  # the entry of --backends, e.g. lessismore+NAME=value
     batches = sorted({b for b, _ in configs})
     kw = {"attention_backend": spec["backend"]}
     if spec["backend"] == "lessismore":
@@ -128,7 +128,7 @@ def main() -> None:
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--configs", default=DEFAULT_CONFIGS, help="BATCHxCONTEXT,...")
     ap.add_argument("--backends", default=DEFAULT_BACKENDS, help="comma-separated; an entry may set environment "
-                    "variables for its engine: lessismore+LESSISMORE_OVERLAP_SELECTION=0")
+                    "variables for its engine: lessismore+LESSISMORE_SPARSE_KERNEL=cuda")
     ap.add_argument("--budget", type=int, default=2048)
     ap.add_argument("--gen", type=int, default=128, help="decode steps timed per config")
     ap.add_argument("--repeats", type=int, default=2)
@@ -163,11 +163,10 @@ def main() -> None:
     data = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "vllm": vllm.__version__,
             "budget": args.budget, "gen": args.gen, "tp": args.tp, "engine": json.loads(args.engine), "command": " ".join(sys.argv), "results": []}
     for label in args.backends.split(","):
-        backend, *settings = label.split("+")  # lessismore+LESSISMORE_X=0: that engine with LESSISMORE_X=0
+        backend, *settings = label.split("+")  # lessismore+NAME=value: that engine with NAME=value
         env = {**os.environ, **dict(kv.split("=", 1) for kv in settings)}
         spec = {"model": str(model), "backend": backend, "label": label, "budget": args.budget, "configs": configs,
-                "gen": args.gen,
-                "repeats": args.repeats, "max_model_len": max(c for _, c in configs) + 64,
+                "gen": args.gen, "repeats": args.repeats, "max_model_len": max(c for _, c in configs) + 64,
                 "gpu_memory_utilization": args.gpu_memory_utilization, "tp": args.tp,
                 "engine": json.loads(args.engine), "profile_dir": args.profile}
         spec_path = Path(tempfile.mkstemp(suffix=".json")[1])
