@@ -50,3 +50,17 @@ def test_gpu_timeout_dumps_stacks_of_parent_and_child_then_kills(tmp_path):
     done = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_timeout.sh"), "10", sys.executable, "-c",
                            "import sys; sys.exit(5)"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 5  # a command that ends in time keeps its exit status
+
+
+def test_bench_e2e_compares_every_lessismore_variant_with_every_stock_backend():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench_e2e
+
+    def run(label, tok_s):
+        return {"backend": label, "configs": [{"batch": 16, "context": 16384, "decode_tok_s": tok_s}]}
+
+    rows = bench_e2e.ratios([run("lessismore", 1500.0), run("lessismore+LESSISMORE_SPARSE_KERNEL=cuda", 1600.0),
+                             run("FLASH_ATTN", 800.0), {"backend": "TRITON_ATTN", "exit": 1, "error": "..."}])
+    assert [r["speedup_vs_FLASH_ATTN"] for r in rows] == [1.875, 2.0]
+    assert rows[1]["lessismore+LESSISMORE_SPARSE_KERNEL=cuda_tok_s"] == 1600.0
+    assert not any("speedup_vs_lessismore" in k for r in rows for k in r)  # variants are not compared to each other
