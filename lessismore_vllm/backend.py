@@ -30,6 +30,18 @@ from lessismore_vllm.stats import SparseStats
 
 logger = logging.getLogger("vllm.lessismore")
 _announced = False  # one "LessIsMore active:" line per worker process
+SELECTION_PASS_ENV = "LESSISMORE_SELECTION_PASS"
+SELECTION_PASSES = ("fused", "dense-backend")
+
+
+def selection_pass() -> str:
+    """How a selection layer's decode-only steps attend (GPU): "fused" (default), our split kernel computing the
+    attention and the selection's logits in one read of the cache; "dense-backend", the wrapped vLLM backend,
+    then a separate logits pass. A bad value fails at startup, naming the variable and the valid values."""
+    value = os.environ.get(SELECTION_PASS_ENV, "fused").strip().lower()
+    if value not in SELECTION_PASSES:
+        raise ValueError(f"{SELECTION_PASS_ENV}={value!r} is invalid: valid values are {', '.join(SELECTION_PASSES)}")
+    return value
 
 
 class LessIsMoreBackend(AttentionBackend):
@@ -123,11 +135,13 @@ class LessIsMoreMetadataBuilder(AttentionMetadataBuilder[LessIsMoreMetadata]):
             roles[min(roles)] = LayerRole.SELECT
         first_sparse = min((i for i, r in roles.items() if r is LayerRole.SPARSE), default=None)
         tp_check = tp_size > 1 and os.environ.get("LESSISMORE_TP_CHECK", "0") == "1"
+        self.selection_pass = selection_pass() if dense_cls else "torch-reference"
         for name, layer in layers.items():
             idx = index[name]
             # the first sparse layer counts the step (all sparse layers of a step attend the same amount)
             layer.impl.setup(roles[idx], self.config, self.stats if idx == first_sparse else None, tp_rank, tp_size,
-                             tp_check=self.stats if tp_check and roles[idx] is LayerRole.SELECT else None)
+                             tp_check=self.stats if tp_check and roles[idx] is LayerRole.SELECT else None,
+                             fused_selection=self.selection_pass == "fused")
         self.workspace = None  # sparse-decode split partials, sized for the largest decode batch
         self.sparse_kernel = "torch-reference"  # which split kernel the sparse layers launch (GPU: triton or cuda)
         if dense_cls is not None and layers:
@@ -145,8 +159,8 @@ class LessIsMoreMetadataBuilder(AttentionMetadataBuilder[LessIsMoreMetadata]):
             _announced = True
             dense_name = dense_cls.get_name() if dense_cls else "torch-reference"
             stage = "" if not roles or min(roles) == 0 else f" stage_layers={min(roles)}-{max(roles)}"
-            logger.info("LessIsMore active: %s dense_backend=%s sparse_kernel=%s tp=%d%s", self.config.summary(),
-                        dense_name, self.sparse_kernel, tp_size, stage)
+            logger.info("LessIsMore active: %s dense_backend=%s sparse_kernel=%s selection_pass=%s tp=%d%s",
+                        self.config.summary(), dense_name, self.sparse_kernel, self.selection_pass, tp_size, stage)
 
     def build(self, common_prefix_len: int, common_attn_metadata, fast_build: bool = False) -> LessIsMoreMetadata:
         cm = common_attn_metadata
@@ -226,11 +240,14 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
         )
 
     def setup(self, role: LayerRole, config: LessIsMoreConfig, stats: SparseStats | None = None, tp_rank: int = 0,
-              tp_size: int = 1, tp_check: SparseStats | None = None) -> None:
+              tp_size: int = 1, tp_check: SparseStats | None = None, fused_selection: bool = False) -> None:
         """Role and settings from the builder. Under tensor parallelism this rank's query heads are
         [tp_rank * num_heads, (tp_rank + 1) * num_heads) of num_heads * tp_size (vLLM splits heads evenly).
-        tp_check: where a selection layer counts whether all ranks selected the same sets (LESSISMORE_TP_CHECK)."""
+        tp_check: where a selection layer counts whether all ranks selected the same sets (LESSISMORE_TP_CHECK).
+        fused_selection: a selection layer's decode-only steps compute attention and logits in one pass of our
+        kernel (LESSISMORE_SELECTION_PASS)."""
         self.role, self.config, self.stats, self.tp_check = role, config, stats, tp_check
+        self.fused_selection = fused_selection
         self.tp_rank, self.tp_size = tp_rank, tp_size
         self.head_offset, self.total_heads = tp_rank * self.num_heads, self.num_heads * tp_size
 
@@ -278,8 +295,9 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
         from lessismore_vllm import kernels
 
         nd = m.num_decode_tokens
-        sparse_decode = self.role is LayerRole.SPARSE and nd > 0
-        if not sparse_decode or m.num_actual_tokens > nd:
+        decode_only = nd > 0 and m.num_actual_tokens == nd
+        ours = self.role is LayerRole.SPARSE or (self.role is LayerRole.SELECT and self.fused_selection)
+        if not (ours and decode_only):
             # Mixed batches: dense over every row; the sparse kernel then overwrites the decode rows.
             self.dense_impl.forward(layer, query, key, value, kv_cache, m.dense, output)
         if nd == 0 or self.role is LayerRole.DENSE:
@@ -290,6 +308,7 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
                 query[:nd], kv_cache, m.block_table[:nd], m.seq_lens[:nd], self.scale,
                 cfg.budget, cfg.recency_ratio, cfg.sinks, m.positions, m.counts, m.slots,
                 total_heads=self.total_heads, head_offset=self.head_offset, combine_keys=self._combine_keys(),
+                attention_out=output[:nd] if self.fused_selection and decode_only else None, workspace=m.workspace,
             )
             if trace.PATH and not torch.cuda.is_current_stream_capturing():  # eager debugging only: syncs
                 # the same per-row records as the CPU path, so one reader checks both (e.g. TP ranks agree)

@@ -54,9 +54,11 @@ def check_sparse_decode(seq_lens, num_heads, num_kv_heads, head_dim, budget, dty
 
 
 def check_select(seq_lens, num_heads, num_kv_heads, head_dim, budget, dtype, device, block_size=16, seed=0,
-                 recency_ratio=0.25, sinks=4, method="auto", ties=False):
+                 recency_ratio=0.25, sinks=4, method="auto", ties=False, fused=False):
     """The selection kernels against the oracle on the kernel's own logits. ties=True draws keys and queries from
-    {-1, 0, 1}, so most logits tie and the oracle's tie rule (lower position first within a head) decides."""
+    {-1, 0, 1}, so most logits tie and the oracle's tie rule (lower position first within a head) decides.
+    fused=True: the selection layer's own attention comes from the same pass as the logits (attention_out), and
+    is checked against the reference too."""
     from lessismore_vllm.kernels import decode_logits, select
 
     g = torch.Generator().manual_seed(seed + 2)
@@ -73,9 +75,14 @@ def check_select(seq_lens, num_heads, num_kv_heads, head_dim, budget, dtype, dev
     out_pos = torch.full((B + 2, budget), -1, dtype=torch.int32, device=device)
     out_cnt = torch.full((B + 2,), -1, dtype=torch.int32, device=device)
     out_slots = torch.full((B + 2, budget), -1, dtype=torch.int32, device=device)
+    attention = torch.full(query.shape, float("nan"), dtype=dtype, device=device) if fused else None
     select(query, kv_cache, block_table, seq, scale, budget, recency_ratio, sinks, out_pos, out_cnt, out_slots,
-           method=method)
+           method=method, attention_out=attention)
     tol = FP32_TOL[str(device).split(":")[0]] if dtype == torch.float32 else 2e-2
+    if fused:
+        every = torch.arange(block_table.shape[1] * block_size, dtype=torch.int32).expand(B, -1)
+        want = sparse_decode_reference(query.cpu(), kv_cache.cpu(), block_table.cpu(), every, seq.cpu(), scale)
+        torch.testing.assert_close(attention.float().cpu(), want, atol=tol, rtol=tol)
     for b, L in enumerate(seq_lens):
         k, _ = gather_kv(kv_cache.cpu(), block_table[b].cpu(), torch.arange(L))
         ref_logits = reference_logits(query[b].cpu(), k, scale)

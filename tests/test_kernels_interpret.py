@@ -74,6 +74,16 @@ def test_select_without_window_or_without_ranking(recency_ratio):
                  recency_ratio=recency_ratio)
 
 
+@pytest.mark.parametrize("method", ["triton", "torch"])
+def test_select_with_fused_attention_pass(method):
+    """The selection layer's attention and logits from one pass of the split kernel (attention_out): the same
+    selection as the oracle on those logits, and the dense attention of every row (short, long, padded)."""
+    check_select([80, 0, 16, 15, 17, 130], 8, 2, 64, budget=16, dtype=torch.float32, device=DEVICE, method=method,
+                 fused=True)
+    check_select([1500, 0, 900, 700], 4, 2, 32, budget=300, dtype=torch.float32, device=DEVICE,
+                 ties=method == "triton", method=method, fused=True)  # torch.topk breaks ties its own way
+
+
 def test_select_torch_fallback_matches_oracle():
     check_select([80, 0, 16, 15, 17, 130], 8, 2, 64, budget=16, dtype=torch.float32, device=DEVICE, method="torch")
 

@@ -19,15 +19,24 @@ fall back to the static-shape torch form (lessismore_vllm.selection.select_token
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import triton
 import triton.language as tl
 
-from lessismore_vllm.kernels.sparse_decode import slots_from_positions
+from lessismore_vllm.kernels.sparse_decode import dense_decode_with_logits, slots_from_positions
 from lessismore_vllm.selection import INT32_MAX, budget_split, select_tokens_batched
 
+class LogitsShape(NamedTuple):
+    """Launch shape of the logits kernel: keys per tile, tiles per program, warps, pipeline stages."""
+    block_n: int = 64
+    tiles: int = 1
+    num_warps: int = 4
+    num_stages: int = 2  # H100: 2 stages 5% faster than 3 at 16 x 16K (docs/performance.md)
+
+
+LOGITS_SHAPE = LogitsShape()
 LOGITS_CHUNK_BYTES = 256 << 20  # bounds the transient [rows, Hq, N] fp32 logits of one chunk of decode rows
 MAX_SORTED_MID = 4096  # a head's top-mid list is sorted in registers: up to 4096 entries
 SELECT_TILE = 1024  # keys per tile of the radix-select kernels
@@ -45,35 +54,38 @@ def _decode_logits_kernel(
     stride_bt, stride_ot, stride_oh,
     scale, block_size,
     HEAD_DIM: tl.constexpr, GROUP: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr,
-    BLOCK_N: tl.constexpr, FILL_TAIL: tl.constexpr,
+    BLOCK_N: tl.constexpr, TILES: tl.constexpr, FILL_TAIL: tl.constexpr,
 ):
-    """out[row, h, t] = scale * q[row, h] . k[row, t] for t < seq_len, -inf beyond if FILL_TAIL (one tile of t
-    per program)."""
+    """out[row, h, t] = scale * q[row, h] . k[row, t] for t < seq_len, -inf beyond if FILL_TAIL. Each program
+    walks TILES tiles of BLOCK_N keys, so that the loads of the next tile overlap this one's (pipelined loop)."""
     row = tl.program_id(0)
     kv_head = tl.program_id(1)
-    tile = tl.program_id(2)
+    first = tl.program_id(2) * TILES * BLOCK_N
     seq_len = tl.load(seq_lens_ptr + row)
-    offs_n = tile * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_g = tl.arange(0, BLOCK_G)
     offs_d = tl.arange(0, BLOCK_D)
     heads = kv_head * GROUP + offs_g
     g_mask = offs_g < GROUP
-    out_ptrs = out_ptr + row * stride_ot + heads[:, None] * stride_oh + offs_n[None, :]
-    if tile * BLOCK_N >= seq_len:
-        if FILL_TAIL:
-            tl.store(out_ptrs, tl.full([BLOCK_G, BLOCK_N], float("-inf"), tl.float32), mask=g_mask[:, None])
-        return
-    n_mask = offs_n < seq_len
     d_mask = offs_d < HEAD_DIM
+    out_row = out_ptr + row * stride_ot + heads[:, None] * stride_oh
+    if FILL_TAIL:
+        for i in range(tl.cdiv(tl.maximum(seq_len - first, 0), BLOCK_N), TILES):
+            offs_n = first + i * BLOCK_N + tl.arange(0, BLOCK_N)
+            tl.store(out_row + offs_n[None, :], tl.full([BLOCK_G, BLOCK_N], float("-inf"), tl.float32),
+                     mask=g_mask[:, None])
     q = tl.load(q_ptr + row * stride_qt + heads[:, None] * stride_qh + offs_d[None, :],
                 mask=g_mask[:, None] & d_mask[None, :], other=0.0)
-    block = tl.load(block_table_ptr + row * stride_bt + offs_n // block_size, mask=n_mask, other=0)
-    base = block.to(tl.int64) * stride_kv_block + kv_head * stride_kv_head + (offs_n % block_size) * stride_kv_slot
-    k = tl.load(kv_ptr + base[:, None] + offs_d[None, :] * stride_kv_chan,
-                mask=n_mask[:, None] & d_mask[None, :], other=0.0)
-    s = tl.dot(q, tl.trans(k)) * scale
-    s = tl.where(n_mask[None, :], s, float("-inf"))
-    tl.store(out_ptrs, s, mask=g_mask[:, None])
+    tables = block_table_ptr + row * stride_bt
+    for i in range(0, tl.minimum(tl.cdiv(tl.maximum(seq_len - first, 0), BLOCK_N), TILES)):
+        offs_n = first + i * BLOCK_N + tl.arange(0, BLOCK_N)
+        n_mask = offs_n < seq_len
+        block = tl.load(tables + offs_n // block_size, mask=n_mask, other=0)
+        base = block.to(tl.int64) * stride_kv_block + kv_head * stride_kv_head + (offs_n % block_size) * stride_kv_slot
+        k = tl.load(kv_ptr + base[:, None] + offs_d[None, :] * stride_kv_chan,
+                    mask=n_mask[:, None] & d_mask[None, :], other=0.0)
+        s = tl.dot(q, tl.trans(k)) * scale
+        s = tl.where(n_mask[None, :], s, float("-inf"))
+        tl.store(out_row + offs_n[None, :], s, mask=g_mask[:, None])
 
 
 @triton.jit
@@ -259,23 +271,25 @@ def _fixed_positions_kernel(
 
 def decode_logits(
     query: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tensor, seq_lens: torch.Tensor, scale: float,
-    width: int, block_n: int = 64, fill_tail: bool = True,
+    width: int, fill_tail: bool = True,
 ) -> torch.Tensor:
     """[rows, Hq, width] fp32 logits of each decode query against its keys; -inf at t >= seq_len if fill_tail
     (else left unwritten: the Triton selection reads only t < seq_len)."""
     rows, num_heads, head_dim = query.shape
     num_kv_heads = kv_cache.shape[1]
     group = num_heads // num_kv_heads
-    width = triton.cdiv(width, block_n) * block_n
+    block_n, tiles = LOGITS_SHAPE.block_n, LOGITS_SHAPE.tiles
+    width = triton.cdiv(width, block_n * tiles) * block_n * tiles  # every program's tiles inside the buffer
     out = torch.empty(rows, num_heads, width, device=query.device, dtype=torch.float32)
     if rows == 0:
         return out
-    _decode_logits_kernel[(rows, num_kv_heads, width // block_n)](
+    _decode_logits_kernel[(rows, num_kv_heads, triton.cdiv(width, block_n * tiles))](
         query, kv_cache, block_table, seq_lens, out,
         query.stride(0), query.stride(1), *kv_cache.stride(), block_table.stride(0), out.stride(0), out.stride(1),
         scale, kv_cache.shape[2],
         HEAD_DIM=head_dim, GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)),
-        BLOCK_D=triton.next_power_of_2(head_dim), BLOCK_N=block_n, FILL_TAIL=fill_tail,
+        BLOCK_D=triton.next_power_of_2(head_dim), BLOCK_N=block_n, TILES=tiles, FILL_TAIL=fill_tail,
+        num_warps=LOGITS_SHAPE.num_warps, num_stages=LOGITS_SHAPE.num_stages,
     )
     return out
 
@@ -296,17 +310,23 @@ def select(
     total_heads: int | None = None,
     head_offset: int = 0,
     combine_keys: Callable[[torch.Tensor], None] | None = None,
+    attention_out: torch.Tensor | None = None,
+    workspace: torch.Tensor | None = None,
 ) -> None:
     """Write each decode row's selected positions (ascending) and counts, and their physical cache slots, into
     the builder's buffers. No host sync. method: "triton" (the radix-select kernels), "torch" (logits kernel +
     select_tokens_batched), "auto" = triton unless mid > MAX_SORTED_MID.
+    attention_out: when given, the rows' dense decode attention is written there by the same pass that computes
+    the logits (sparse_decode.dense_decode_with_logits: one read of the cache instead of two); workspace is the
+    sparse layers' split workspace it may use.
     Tensor parallelism: query holds heads [head_offset, head_offset + Hq_local) of total_heads, and
     combine_keys(keys) must replace the per-row rank keys by their MIN over the ranks (an all-reduce)."""
     rows, num_heads, _ = query.shape
     total_heads = total_heads or num_heads
     if rows == 0:
         return
-    budget = min(budget, out_positions.shape[1])  # width < budget only when max_model_len < budget: all dense
+    width = out_positions.shape[1]
+    budget = min(budget, width)  # width < budget only when max_model_len < budget: all dense
     block_size = kv_cache.shape[2]
     max_len = block_table.shape[1] * block_size
     split = budget_split(budget + 1, budget, recency_ratio, sinks)  # the split of every row longer than budget
@@ -314,21 +334,29 @@ def select(
         method = "triton" if split.mid <= MAX_SORTED_MID else "torch"
     if out_slots is None:
         out_slots = torch.empty_like(out_positions)
+    ranked = max_len > budget and split.mid > 0  # else every row fits the budget, or nothing is ranked
     chunk = max(1, LOGITS_CHUNK_BYTES // (num_heads * max_len * 4))
     for r0 in range(0, rows, chunk):
         r1 = min(rows, r0 + chunk)
         q, table, lens = query[r0:r1], block_table[r0:r1], seq_lens[r0:r1]
+        logits = None
+        if attention_out is not None:
+            logits = torch.empty(r1 - r0, num_heads, max_len, device=query.device, dtype=torch.float32)
+            if method == "torch":  # the torch rule reads every entry of the row: -inf past each row's length
+                logits.fill_(float("-inf"))
+            dense_decode_with_logits(q, kv_cache, table, lens, scale, attention_out[r0:r1], logits, width,
+                                     workspace)
+        elif ranked:
+            logits = decode_logits(q, kv_cache, table, lens, scale, max_len, fill_tail=method == "torch")
         if method == "torch":
-            if max_len > budget:
-                logits = decode_logits(q, kv_cache, table, lens, scale, max_len)
-            else:  # every row fits the budget: all positions, logits unused
+            if not ranked:  # every row fits the budget: all positions, logits unused
                 logits = query.new_empty((r1 - r0, num_heads, 0))
             select_tokens_batched(logits, lens, budget, recency_ratio, sinks, out_positions[r0:], out_counts[r0:],
                                   total_heads, head_offset, combine_keys)
             slots_from_positions(table, out_positions[r0:r1, :budget], block_size, out_slots[r0:, :budget])
             continue
-        _select_triton(q, kv_cache, table, lens, scale, budget, split, out_positions[r0:], out_slots[r0:],
-                       out_counts[r0:], total_heads, head_offset, combine_keys)
+        _select_triton(logits if ranked else None, table, lens, block_size, num_heads, budget, split,
+                       out_positions[r0:], out_slots[r0:], out_counts[r0:], total_heads, head_offset, combine_keys)
 
 
 def _programs_per_segment(segments: int, tiles: int) -> int:
@@ -336,25 +364,24 @@ def _programs_per_segment(segments: int, tiles: int) -> int:
     return max(1, min(tiles, SELECT_TARGET_PROGRAMS // max(1, segments)))
 
 
-def _select_triton(query, kv_cache, block_table, seq_lens, scale, budget, split, positions, slots, counts,
+def _select_triton(logits, block_table, seq_lens, block_size, num_heads, budget, split, positions, slots, counts,
                    total_heads, head_offset, combine_keys) -> None:
-    rows, num_heads, _ = query.shape
-    block_size = kv_cache.shape[2]
+    """logits: [rows, Hq, >= max_len] fp32 (read for t < seq_len only), or None when no row is ranked."""
+    rows = seq_lens.shape[0]
     max_len = block_table.shape[1] * block_size
-    device = query.device
+    device = seq_lens.device
     _fixed_positions_kernel[(rows, triton.cdiv(budget, 1024))](
         seq_lens, block_table, positions, slots, counts, block_table.stride(0), positions.stride(0),
         slots.stride(0), BUDGET=budget, MID=split.mid, SINKS=split.sinks, RECENT=split.recent,
         CACHE_BLOCK=block_size, BLOCK=1024, num_warps=4,
     )
-    if max_len <= budget or split.mid == 0:  # every row fits the budget, or nothing is ranked
+    if logits is None:
         return
     tiles = triton.cdiv(max_len, SELECT_TILE)
     key_cap = max(255, split.mid * total_heads)
     # One zeroed buffer for both selects' histograms: [rows, Hq + 1, 4, 256] (segment Hq = the union's).
     hist = torch.zeros(rows, num_heads + 1, 4, 256, device=device, dtype=torch.int32)
     tile_counts = torch.empty(rows, num_heads + 1, tiles, 2, device=device, dtype=torch.int32)
-    logits = decode_logits(query, kv_cache, block_table, seq_lens, scale, max_len, fill_tail=False)
     scratch = torch.empty(rows, num_heads, split.mid, device=device, dtype=torch.int64)
     common = dict(BUDGET=budget, MID=split.mid, SINKS=split.sinks, RECENT=split.recent, TILE=SELECT_TILE,
                   num_warps=RADIX_WARPS)
@@ -390,3 +417,4 @@ def _select_triton(query, kv_cache, block_table, seq_lens, scale, budget, split,
     # 2. the union: the row's `mid` smallest rank keys, written in position order between sinks and recent window
     radix_select(keys, 0, 1, hist[:, num_heads:], tile_counts[:, num_heads:], positions,
                  (positions.stride(0), 0), False, key_cap)
+

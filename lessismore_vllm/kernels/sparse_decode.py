@@ -48,9 +48,13 @@ def _sparse_decode_split_kernel(
     stride_kv_block, stride_kv_head, stride_kv_slot, stride_kv_chan,
     stride_slots,
     scale_log2, num_splits,
+    logits_ptr, stride_lr, stride_lh, scale,
     NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, GROUP: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+    DENSE: tl.constexpr = False,
 ):
+    """One (row, KV head, split). DENSE (a selection layer's own pass): every position t < counts[row] (the row's
+    length), slots_ptr is the block table, and the pre-softmax logits scale * q.k go to logits[row, head, t]."""
     row = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
@@ -77,13 +81,21 @@ def _sparse_decode_split_kernel(
     for n0 in range(start, end, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         n_mask = offs_n < end
-        slot = tl.load(slots_ptr + row * stride_slots + offs_n, mask=n_mask, other=0)
-        base = (slot // BLOCK_SIZE).to(tl.int64) * stride_kv_block + (slot % BLOCK_SIZE) * stride_kv_slot
+        if DENSE:
+            block = tl.load(slots_ptr + row * stride_slots + offs_n // BLOCK_SIZE, mask=n_mask, other=0)
+            base = block.to(tl.int64) * stride_kv_block + (offs_n % BLOCK_SIZE) * stride_kv_slot
+        else:
+            slot = tl.load(slots_ptr + row * stride_slots + offs_n, mask=n_mask, other=0)
+            base = (slot // BLOCK_SIZE).to(tl.int64) * stride_kv_block + (slot % BLOCK_SIZE) * stride_kv_slot
         kv_mask = n_mask[:, None] & d_mask[None, :]
         k = tl.load(head_base + base[:, None] + offs_d[None, :] * stride_kv_chan, mask=kv_mask, other=0.0)
         v = tl.load(head_base + base[:, None] + (HEAD_DIM + offs_d[None, :]) * stride_kv_chan, mask=kv_mask,
                     other=0.0)
-        s = tl.dot(q, tl.trans(k)) * scale_log2  # base-2 logits: exp2 is one instruction
+        qk = tl.dot(q, tl.trans(k))
+        if DENSE:  # the selection's logits, as selection.decode_logits computes them
+            tl.store(logits_ptr + row.to(tl.int64) * stride_lr + heads[:, None] * stride_lh + offs_n[None, :],
+                     qk * scale, mask=g_mask[:, None] & n_mask[None, :])
+        s = qk * scale_log2  # base-2 logits: exp2 is one instruction
         s = tl.where(n_mask[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
         alpha = tl.exp2(m_i - m_new)
@@ -180,34 +192,77 @@ def sparse_decode(
     kernel: the split phase, "triton" or "cuda" (csrc/; an error if it cannot run); None: as the environment says
     (cuda_ext.split_launcher), falling back to Triton where the CUDA kernel cannot run.
     """
-    rows, num_heads, head_dim = query.shape
-    if rows == 0:
+    if query.shape[0] == 0:
         return output
-    num_kv_heads, block_size = kv_cache.shape[1], kv_cache.shape[2]
-    group = num_heads // num_kv_heads
-    num_splits = plan_splits(rows, num_kv_heads, slots.shape[1], tuning)
-    if workspace is None:
-        workspace = torch.empty(workspace_numel(rows, num_heads, head_dim, num_splits), device=query.device,
-                                dtype=torch.float32)
-    n_acc = rows * num_heads * num_splits * head_dim
-    acc, ml = workspace[:n_acc], workspace[n_acc: n_acc + rows * num_heads * num_splits * 2]
+    num_splits = plan_splits(query.shape[0], kv_cache.shape[1], slots.shape[1], tuning)
+    acc, ml = _partials(query, num_splits, workspace)
     assert query.stride(-1) == 1 and output.stride(-1) == 1
-    block_d = triton.next_power_of_2(head_dim)
     cuda_split = cuda_ext.split_launcher(query, kv_cache, kernel)
     if cuda_split is not None:
         cuda_split(query, kv_cache, slots, counts, acc, ml, scale * LOG2E, num_splits)
     else:
-        _sparse_decode_split_kernel[(rows, num_kv_heads, num_splits)](
-            query, kv_cache, slots, counts, acc, ml,
-            query.stride(0), query.stride(1), *kv_cache.stride(), slots.stride(0),
-            scale * LOG2E, num_splits,
-            NUM_HEADS=num_heads, HEAD_DIM=head_dim, GROUP=group, BLOCK_SIZE=block_size,
-            BLOCK_G=max(16, triton.next_power_of_2(group)), BLOCK_D=block_d, BLOCK_N=tuning.block_n,
-            num_warps=tuning.num_warps, num_stages=tuning.num_stages,
-        )
+        _launch_split(query, kv_cache, slots, counts, acc, ml, scale, num_splits, tuning)
+    _combine(acc, ml, output, num_splits, tuning)
+    return output
+
+
+def _partials(query, num_splits, workspace):
+    """The splits' partial results in the workspace (allocated here if none is given): acc and (max, sum)."""
+    rows, num_heads, head_dim = query.shape
+    if workspace is None:
+        workspace = torch.empty(workspace_numel(rows, num_heads, head_dim, num_splits), device=query.device,
+                                dtype=torch.float32)
+    n_acc = rows * num_heads * num_splits * head_dim
+    return workspace[:n_acc], workspace[n_acc: n_acc + rows * num_heads * num_splits * 2]
+
+
+def _launch_split(query, kv_cache, tokens, counts, acc, ml, scale, num_splits, tuning, logits=None) -> None:
+    rows, num_heads, head_dim = query.shape
+    num_kv_heads, block_size = kv_cache.shape[1], kv_cache.shape[2]
+    dense = logits is not None
+    _sparse_decode_split_kernel[(rows, num_kv_heads, num_splits)](
+        query, kv_cache, tokens, counts, acc, ml,
+        query.stride(0), query.stride(1), *kv_cache.stride(), tokens.stride(0),
+        scale * LOG2E, num_splits,
+        logits if dense else acc, logits.stride(0) if dense else 0, logits.stride(1) if dense else 0, scale,
+        NUM_HEADS=num_heads, HEAD_DIM=head_dim, GROUP=num_heads // num_kv_heads, BLOCK_SIZE=block_size,
+        BLOCK_G=max(16, triton.next_power_of_2(num_heads // num_kv_heads)),
+        BLOCK_D=triton.next_power_of_2(head_dim), BLOCK_N=tuning.block_n, DENSE=dense,
+        num_warps=tuning.num_warps, num_stages=tuning.num_stages,
+    )
+
+
+def _combine(acc, ml, output, num_splits, tuning) -> None:
+    rows, num_heads, head_dim = output.shape
     _combine_splits_kernel[(rows, num_heads)](
         acc, ml, output, output.stride(0), output.stride(1), num_splits,
         NUM_HEADS=num_heads, HEAD_DIM=head_dim,
-        BLOCK_S=max(2, triton.next_power_of_2(tuning.max_splits)), BLOCK_D=block_d,  # one variant for any batch
+        BLOCK_S=max(2, triton.next_power_of_2(tuning.max_splits)),  # one variant for any batch
+        BLOCK_D=triton.next_power_of_2(head_dim),
     )
+
+
+def dense_decode_with_logits(
+    query: torch.Tensor,
+    kv_cache: torch.Tensor,
+    block_table: torch.Tensor,
+    seq_lens: torch.Tensor,
+    scale: float,
+    output: torch.Tensor,
+    logits: torch.Tensor,
+    plan_width: int,
+    workspace: torch.Tensor | None = None,
+    tuning: SparseDecodeTuning = DEFAULT_TUNING,
+) -> torch.Tensor:
+    """A selection layer's decode pass: output[b] = attention of query[b] over all its seq_lens[b] keys, and
+    logits[b, h, t] = scale * q[b, h] . k[b, t] for t < seq_lens[b] (entries beyond are left unwritten). One read
+    of the cache serves both. The splits are planned for plan_width (the builder's buffer width), so the
+    workspace sized for the sparse layers fits."""
+    if query.shape[0] == 0:
+        return output
+    num_splits = plan_splits(query.shape[0], kv_cache.shape[1], plan_width, tuning)
+    acc, ml = _partials(query, num_splits, workspace)
+    assert query.stride(-1) == 1 and output.stride(-1) == 1 and logits.stride(-1) == 1
+    _launch_split(query, kv_cache, block_table, seq_lens, acc, ml, scale, num_splits, tuning, logits=logits)
+    _combine(acc, ml, output, num_splits, tuning)
     return output

@@ -47,13 +47,24 @@ def test_select(dtype, num_heads, num_kv_heads, head_dim, batch, budget):
 
 
 @pytest.mark.parametrize("method", ["triton", "torch"])
-def test_select_methods_with_ties(method):
+@pytest.mark.parametrize("fused", [False, True])
+def test_select_methods_with_ties(method, fused):
     check_select([5000, 0, 3000, 900, 2049, 2048], 32, 8, 128, 2048, torch.bfloat16, "cuda", method=method,
-                 ties=method == "triton")
+                 ties=method == "triton", fused=fused)
 
 
-def test_select_and_sparse_decode_replay_in_cuda_graph():
-    """Captured once, replayed after the lengths change in place: the kernels read lengths on the device."""
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("num_heads,num_kv_heads,head_dim", [(32, 8, 128), (32, 4, 128), (8, 8, 64)])
+@pytest.mark.parametrize("batch,budget", [(1, 256), (16, 512), (64, 64)])
+def test_select_with_fused_attention_pass(dtype, num_heads, num_kv_heads, head_dim, batch, budget):
+    check_select(lens(batch, 1, 8 * budget, batch), num_heads, num_kv_heads, head_dim, budget, dtype, "cuda",
+                 fused=True)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_select_and_sparse_decode_replay_in_cuda_graph(fused):
+    """Captured once, replayed after the lengths change in place: the kernels read lengths on the device.
+    fused: the selection layer's own attention comes from the logits pass (checked against the reference)."""
     from kernel_checks import paged_setup
 
     from lessismore_vllm.kernels import select, slots_from_positions, sparse_decode
@@ -69,9 +80,10 @@ def test_select_and_sparse_decode_replay_in_cuda_graph():
     cnt = torch.zeros(4, device="cuda", dtype=torch.int32)
     slots = torch.zeros_like(pos)
     out = torch.zeros_like(q)
+    attention = torch.zeros_like(q) if fused else None
 
     def step():
-        select(q, kv, bt, seq, 128**-0.5, 1024, 0.25, 4, pos, cnt, slots)
+        select(q, kv, bt, seq, 128**-0.5, 1024, 0.25, 4, pos, cnt, slots, attention_out=attention)
         sparse_decode(q, kv, slots, cnt, 128**-0.5, out)
 
     step()
@@ -81,6 +93,10 @@ def test_select_and_sparse_decode_replay_in_cuda_graph():
     seq.copy_(torch.tensor([4000, 50, 2500, 0], dtype=torch.int32))
     graph.replay()
     torch.cuda.synchronize()
+    if fused:
+        every = torch.arange(bt.shape[1] * 16, dtype=torch.int32).expand(4, -1)
+        want = sparse_decode_reference(q.cpu(), kv.cpu(), bt.cpu(), every, seq.cpu(), 128**-0.5)
+        torch.testing.assert_close(attention.float().cpu(), want, atol=2e-2, rtol=2e-2)
     for b, L in enumerate(seq.tolist()):
         if L == 0:
             assert int(cnt[b]) == 0 and torch.all(out[b] == 0)
