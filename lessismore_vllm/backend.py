@@ -35,7 +35,7 @@ SELECTION_PASSES = ("fused", "dense-backend")
 
 
 def selection_pass() -> str:
-    """How a selection layer's decode-only steps attend (GPU): "fused" (default), our split kernel computing the
+    """How a selection layer attends its decode rows (GPU): "fused" (default), our split kernel computing the
     attention and the selection's logits in one read of the cache; "dense-backend", the wrapped vLLM backend,
     then a separate logits pass. A bad value fails at startup, naming the variable and the valid values."""
     value = os.environ.get(SELECTION_PASS_ENV, "fused").strip().lower()
@@ -144,13 +144,15 @@ class LessIsMoreMetadataBuilder(AttentionMetadataBuilder[LessIsMoreMetadata]):
                              fused_selection=self.selection_pass == "fused")
         self.workspace = None  # sparse-decode split partials, sized for the largest decode batch
         self.sparse_kernel = "torch-reference"  # which split kernel the sparse layers launch (GPU: triton or cuda)
+        self.selection_topk = "torch-reference"  # the selection's per-head top-k (GPU: flashinfer or triton)
         if dense_cls is not None and layers:
-            from lessismore_vllm.kernels import cuda_ext, max_workspace_numel
+            from lessismore_vllm.kernels import cuda_ext, max_workspace_numel, selection
 
             num_heads = next(iter(layers.values())).impl.num_heads
             # a bad LESSISMORE_SPARSE_KERNEL fails here, naming the variable; the CUDA kernel builds at startup
             group = num_heads // kv_cache_spec.num_kv_heads
             self.sparse_kernel = cuda_ext.startup_choice(kv_cache_spec.head_size, group)
+            self.selection_topk = selection.top_k_choice()  # a bad LESSISMORE_SELECTION_TOPK fails here
             numel = max_workspace_numel(max_seqs, num_heads, kv_cache_spec.num_kv_heads, kv_cache_spec.head_size,
                                         width)
             self.workspace = torch.empty(numel, dtype=torch.float32, device=device)
@@ -159,8 +161,9 @@ class LessIsMoreMetadataBuilder(AttentionMetadataBuilder[LessIsMoreMetadata]):
             _announced = True
             dense_name = dense_cls.get_name() if dense_cls else "torch-reference"
             stage = "" if not roles or min(roles) == 0 else f" stage_layers={min(roles)}-{max(roles)}"
-            logger.info("LessIsMore active: %s dense_backend=%s sparse_kernel=%s selection_pass=%s tp=%d%s",
-                        self.config.summary(), dense_name, self.sparse_kernel, self.selection_pass, tp_size, stage)
+            logger.info("LessIsMore active: %s dense_backend=%s sparse_kernel=%s selection_pass=%s selection_topk=%s "
+                        "tp=%d%s", self.config.summary(), dense_name, self.sparse_kernel, self.selection_pass,
+                        self.selection_topk, tp_size, stage)
 
     def build(self, common_prefix_len: int, common_attn_metadata, fast_build: bool = False) -> LessIsMoreMetadata:
         cm = common_attn_metadata
@@ -244,7 +247,7 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
         """Role and settings from the builder. Under tensor parallelism this rank's query heads are
         [tp_rank * num_heads, (tp_rank + 1) * num_heads) of num_heads * tp_size (vLLM splits heads evenly).
         tp_check: where a selection layer counts whether all ranks selected the same sets (LESSISMORE_TP_CHECK).
-        fused_selection: a selection layer's decode-only steps compute attention and logits in one pass of our
+        fused_selection: a selection layer computes its decode rows' attention and logits in one pass of our
         kernel (LESSISMORE_SELECTION_PASS)."""
         self.role, self.config, self.stats, self.tp_check = role, config, stats, tp_check
         self.fused_selection = fused_selection
@@ -298,7 +301,7 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
         decode_only = nd > 0 and m.num_actual_tokens == nd
         ours = self.role is LayerRole.SPARSE or (self.role is LayerRole.SELECT and self.fused_selection)
         if not (ours and decode_only):
-            # Mixed batches: dense over every row; the sparse kernel then overwrites the decode rows.
+            # Mixed batches: dense over every row; our kernels then overwrite the decode rows.
             self.dense_impl.forward(layer, query, key, value, kv_cache, m.dense, output)
         if nd == 0 or self.role is LayerRole.DENSE:
             return output
@@ -308,7 +311,9 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
                 query[:nd], kv_cache, m.block_table[:nd], m.seq_lens[:nd], self.scale,
                 cfg.budget, cfg.recency_ratio, cfg.sinks, m.positions, m.counts, m.slots,
                 total_heads=self.total_heads, head_offset=self.head_offset, combine_keys=self._combine_keys(),
-                attention_out=output[:nd] if self.fused_selection and decode_only else None, workspace=m.workspace,
+                # mixed batches too (the dense pass above then computed these rows once more): the logits come
+                # from this pass in every step, so no other logits kernel is first compiled mid-serving
+                attention_out=output[:nd] if self.fused_selection else None, workspace=m.workspace,
             )
             if trace.PATH and not torch.cuda.is_current_stream_capturing():  # eager debugging only: syncs
                 # the same per-row records as the CPU path, so one reader checks both (e.g. TP ranks agree)

@@ -30,6 +30,7 @@ import triton
 from lessismore_vllm.kernels import (
     SparseDecodeTuning, decode_logits, max_workspace_numel, select, slots_from_positions, sparse_decode,
 )
+from lessismore_vllm.kernels import selection as selection_module
 from lessismore_vllm.selection import select_tokens_batched
 
 PEAK_GBPS = {"H100": 3350.0, "H200": 4800.0}
@@ -269,6 +270,12 @@ def main() -> None:
                 t_layer_fused = per_layer(select_layer_fused)
                 t_csrc = csrc and per_layer(lambda x: sparse(x, kernel="cuda"))
                 t_select = per_layer(select_step)
+                top_k = selection_module._flashinfer_top_k
+                selection_module._flashinfer_top_k = lambda: None  # the Triton radix top-k, for comparison
+                try:
+                    t_select_radix = per_layer(select_step)
+                finally:
+                    selection_module._flashinfer_top_k = top_k
                 t_select_torch = per_layer(lambda x: select_step(x, "torch"))
                 pos, cnt, slots = bufs[id(c)]
                 width = c.bt.shape[1] * BS
@@ -288,6 +295,7 @@ def main() -> None:
                     "csrc_ms": t_csrc or None, "csrc_GBps": t_csrc and sparse_bytes / t_csrc / 1e6,
                     "sparse_speedup_vs_triton": t_triton and t_triton / t_sparse,
                     "selection_step_ms": t_select, "selection_logits_ms": t_logits,
+                    "selection_top_k": selection_module.top_k_choice(), "selection_step_radix_top_k_ms": t_select_radix,
                     "selection_step_torch_union_ms": t_select_torch, "torch_union_only_ms": t_union,
                     "torch_slots_only_ms": t_slots,
                     "selection_layer_separate_vs_dense_layer": (t_fa3 + t_select) / t_fa3,  # FA3 + selection step
@@ -304,7 +312,8 @@ def main() -> None:
                       f"sparse {t_sparse:6.3f} ms {row['sparse_GBps']:5.0f} GB/s "
                       f"({row.get('sparse_pct_peak', 0):4.1f}%) x{row['sparse_speedup_vs_fa3']:5.2f} vs FA3 | "
                       f"csrc {t_csrc or 0:6.3f} ms ({row.get('csrc_pct_peak', 0):4.1f}%) | "
-                      f"select {t_select:6.3f} (logits {t_logits:.3f}; torch-union variant {t_select_torch:.3f}) "
+                      f"select {t_select:6.3f} (top-k {row['selection_top_k']}; radix top-k {t_select_radix:.3f}; "
+                      f"logits {t_logits:.3f}; torch-union variant {t_select_torch:.3f}) "
                       f"layer: FA3 + select {row['selection_layer_separate_vs_dense_layer']:5.2f}x dense, "
                       f"fused {t_layer_fused:6.3f} ms {row['selection_layer_vs_dense_layer']:5.2f}x", flush=True)
             del c, cases

@@ -1,13 +1,16 @@
 """Selection-layer step on GPU (reference: lessismore_vllm.selection.select_tokens applied to
 reference.decode_logits):
 
-1. `_decode_logits_kernel`: logits of each decode query against its keys, read through the block table.
-2. Each (row, query head)'s top-`mid` logits by a radix select split across many programs: 4 rounds of 8-bit
-   digit histograms summed into a per-head global histogram (`_radix_hist_kernel`), per-tile counts above and at
-   the threshold (`_radix_count_kernel`), and `_radix_collect_kernel`, which writes the winners in position order
-   (ties to the lower position, as in the oracle). `_rank_keys_kernel` sorts each head's list into rank order and
-   scatters rank keys rank * Hq + head into a per-row [L] int32 buffer with atomic min: the design note's rank-key
-   form of the rank-major union.
+1. `_decode_logits_kernel`: logits of each decode query against its keys, read through the block table (or, for
+   a selection layer's decode-only step, sparse_decode.dense_decode_with_logits: the same logits from the pass
+   that computes the layer's attention).
+2. Each (row, query head)'s top-`mid` logits. On CUDA: FlashInfer's ragged radix top-k, ties to the lower position
+   (_flashinfer_top_k; mid <= FLASHINFER_MAX_TOP_K). Elsewhere (Triton's interpreter on CPU, larger budgets) or with
+   LESSISMORE_SELECTION_TOPK=triton: a radix select split across many programs: 4 rounds of 8-bit digit
+   histograms summed into a per-head global histogram (`_radix_hist_kernel`), per-tile counts above and at the
+   threshold (`_radix_count_kernel`), and `_radix_collect_kernel`, which writes the winners in position order
+   (ties to the lower position, as in the oracle). `_rank_keys_kernel` sorts each head's list into rank order and scatters rank keys rank * Hq + head
+   into a per-row [L] int32 buffer with atomic min: the design note's rank-key form of the rank-major union.
 3. The union: the same radix select over each row's rank keys (unique, so no ties) picks the `mid` smallest and
    writes their positions and physical cache slots, in position order, between the sinks and the recent window
    (`_fixed_positions_kernel`, which also fills rows that fit the budget with every position).
@@ -19,6 +22,8 @@ fall back to the static-shape torch form (lessismore_vllm.selection.select_token
 
 from __future__ import annotations
 
+import functools
+import os
 from typing import Callable, NamedTuple
 
 import torch
@@ -43,6 +48,8 @@ SELECT_TILE = 1024  # keys per tile of the radix-select kernels
 SELECT_TARGET_PROGRAMS = 4096  # programs per radix-select launch, when there are enough tiles
 RADIX_WARPS = 4  # warps per program of the radix-select kernels
 RANK_KEYS_WARPS = 32  # warps per (row, head) program of the rank-key sort (H100: 5-17% less selection time than 8)
+FLASHINFER_MAX_TOP_K = 2048  # FlashInfer 0.6.14's ragged top-k: k = 1536 ran, 3072 failed ("operation not supported")
+TOPK_ENV = "LESSISMORE_SELECTION_TOPK"  # "auto": FlashInfer's top-k where it runs; "triton": the radix kernels
 BATCH_DEPENDENT_ARGS = ["programs"]  # runtime values, never specialised on (see sparse_decode.BATCH_DEPENDENT_ARGS)
 
 
@@ -217,8 +224,7 @@ def _radix_collect_kernel(
             take = (m & (u > tau)) | (equal & (equal_rank < take_equal))
             idx = greater_before + tl.minimum(equal_before, take_equal) + tl.cumsum(take.to(tl.int32), axis=0) - 1
             if IS_LOGIT:
-                # descending order of packed = key descending, then position ascending
-                packed = (u.to(tl.int64) - 2147483648) * 4294967296 + (4294967295 - offs.to(tl.int64))
+                packed = _pack_key_position(u, offs)
                 tl.store(out_ptr + row.to(tl.int64) * stride_or + seg * stride_os + idx, packed, mask=take)
             else:
                 block = tl.load(block_table_ptr + row.to(tl.int64) * stride_bt + offs // CACHE_BLOCK, mask=take,
@@ -229,18 +235,34 @@ def _radix_collect_kernel(
 
 
 @triton.jit
+def _pack_key_position(u, pos):
+    """(key, position) as one int64 whose descending order is key descending, then position ascending."""
+    return (u.to(tl.int64) - 2147483648) * 4294967296 + (4294967295 - pos.to(tl.int64))
+
+
+@triton.jit
 def _rank_keys_kernel(
-    scratch_ptr, seq_lens_ptr, keys_ptr, stride_st, stride_sh, stride_kt, head_offset,
+    scratch_ptr, seq_lens_ptr, keys_ptr, logits_ptr, stride_st, stride_sh, stride_kt, stride_lr, stride_lh,
+    head_offset,
     TOTAL_HEADS: tl.constexpr, BUDGET: tl.constexpr, MID: tl.constexpr, MID_PAD: tl.constexpr,
+    FROM_POSITIONS: tl.constexpr,
 ):
     """One (row, head): its top MID sorted into rank order, scattered as rank keys rank * Hq + head into the row's
-    [L] key buffer with atomic min (the design note's rank-key form of the rank-major union)."""
+    [L] key buffer with atomic min (the design note's rank-key form of the rank-major union). The scratch holds
+    the top MID as packed (key, position), or, if FROM_POSITIONS, as int32 positions whose keys are read from the
+    logits."""
     row = tl.program_id(0)
     head = tl.program_id(1)
     if tl.load(seq_lens_ptr + row) > BUDGET:
         ranks = tl.arange(0, MID_PAD)
         scratch = scratch_ptr + row.to(tl.int64) * stride_st + head * stride_sh
-        packed = tl.load(scratch + ranks, mask=ranks < MID, other=-9223372036854775807)
+        if FROM_POSITIONS:
+            top = tl.load(scratch + ranks, mask=ranks < MID, other=0)
+            logits = logits_ptr + row.to(tl.int64) * stride_lr + head * stride_lh
+            packed = _pack_key_position(_radix_key(logits, top, ranks < MID, True, 0), top)
+            packed = tl.where(ranks < MID, packed, -9223372036854775807)
+        else:
+            packed = tl.load(scratch + ranks, mask=ranks < MID, other=-9223372036854775807)
         ordered = tl.sort(packed, descending=True)
         pos = 4294967295 - (ordered & 4294967295)
         key = ranks * TOTAL_HEADS + head_offset + head  # global head index under tensor parallelism
@@ -359,6 +381,40 @@ def select(
                        out_positions[r0:], out_slots[r0:], out_counts[r0:], total_heads, head_offset, combine_keys)
 
 
+@functools.cache
+def _flashinfer_top_k() -> Callable | None:
+    """Each head's top `mid` candidate positions by FlashInfer's radix top-k (ties to the lower position, as in
+    the oracle), as [rows, Hq, mid] int32; None where FlashInfer cannot run (no package, no CUDA, Triton's
+    interpreter) or LESSISMORE_SELECTION_TOPK=triton asks for the radix kernels."""
+    choice = os.environ.get(TOPK_ENV, "auto").strip().lower()
+    if choice not in ("auto", "triton"):
+        raise ValueError(f"{TOPK_ENV}={choice!r} is invalid: valid values are auto, triton")
+    if choice == "triton" or os.environ.get("TRITON_INTERPRET") == "1":
+        return None
+    try:
+        import flashinfer
+
+        ragged_top_k, smaller_first = flashinfer.top_k_ragged_transform, int(flashinfer.TopKTieBreak.SMALL)
+    except (ImportError, AttributeError):
+        return None
+
+    def top_k(logits: torch.Tensor, seq_lens: torch.Tensor, split) -> torch.Tensor:
+        rows, num_heads, width = logits.shape
+        # candidates [sinks, L - recent) of each (row, head); rows that fit the budget are skipped later
+        lengths = (seq_lens - (split.sinks + split.recent)).clamp(min=0).repeat_interleave(num_heads)
+        starts = torch.full_like(lengths, split.sinks)
+        top = ragged_top_k(logits.view(rows * num_heads, width), starts, lengths, split.mid, tie_break=smaller_first,
+                           row_starts=starts)  # + offsets (= starts): positions in the row
+        return top.view(rows, num_heads, split.mid)
+
+    return top_k
+
+
+def top_k_choice() -> str:
+    """Which per-head top-k the selection runs on CUDA: "flashinfer" or "triton" (startup log line)."""
+    return "triton" if _flashinfer_top_k() is None else "flashinfer"
+
+
 def _programs_per_segment(segments: int, tiles: int) -> int:
     """Programs that share one segment's tiles: enough for ~SELECT_TARGET_PROGRAMS in all, at most one per tile."""
     return max(1, min(tiles, SELECT_TARGET_PROGRAMS // max(1, segments)))
@@ -382,7 +438,6 @@ def _select_triton(logits, block_table, seq_lens, block_size, num_heads, budget,
     # One zeroed buffer for both selects' histograms: [rows, Hq + 1, 4, 256] (segment Hq = the union's).
     hist = torch.zeros(rows, num_heads + 1, 4, 256, device=device, dtype=torch.int32)
     tile_counts = torch.empty(rows, num_heads + 1, tiles, 2, device=device, dtype=torch.int32)
-    scratch = torch.empty(rows, num_heads, split.mid, device=device, dtype=torch.int64)
     common = dict(BUDGET=budget, MID=split.mid, SINKS=split.sinks, RECENT=split.recent, TILE=SELECT_TILE,
                   num_warps=RADIX_WARPS)
 
@@ -403,13 +458,20 @@ def _select_triton(logits, block_table, seq_lens, block_size, num_heads, budget,
             ROUNDS=rounds, MAX_TILES=triton.next_power_of_2(tiles), CACHE_BLOCK=block_size, **kind,
         )
 
-    # 1. each head's top `mid` logits, in position order (packed with their keys), then rank keys per row
-    radix_select(logits, logits.stride(1), num_heads, hist, tile_counts, scratch,
-                 (scratch.stride(0), scratch.stride(1)), True, 0)
+    # 1. each head's top `mid` logits (FlashInfer's top-k where it runs, else the radix select: in position
+    # order, packed with their keys), then rank keys per row
+    flashinfer_top_k = _flashinfer_top_k() if logits.is_cuda and split.mid <= FLASHINFER_MAX_TOP_K else None
+    if flashinfer_top_k is not None:
+        scratch = flashinfer_top_k(logits, seq_lens, split)
+    else:
+        scratch = torch.empty(rows, num_heads, split.mid, device=device, dtype=torch.int64)
+        radix_select(logits, logits.stride(1), num_heads, hist, tile_counts, scratch,
+                     (scratch.stride(0), scratch.stride(1)), True, 0)
     keys = torch.full((rows, max_len), INT32_MAX, device=device, dtype=torch.int32)
     _rank_keys_kernel[(rows, num_heads)](
-        scratch, seq_lens, keys, scratch.stride(0), scratch.stride(1), keys.stride(0), head_offset,
-        TOTAL_HEADS=total_heads, BUDGET=budget, MID=split.mid, MID_PAD=triton.next_power_of_2(split.mid),
+        scratch, seq_lens, keys, logits, scratch.stride(0), scratch.stride(1), keys.stride(0), logits.stride(0),
+        logits.stride(1), head_offset, TOTAL_HEADS=total_heads, BUDGET=budget, MID=split.mid,
+        MID_PAD=triton.next_power_of_2(split.mid), FROM_POSITIONS=flashinfer_top_k is not None,
         num_warps=RANK_KEYS_WARPS,
     )
     if combine_keys is not None:

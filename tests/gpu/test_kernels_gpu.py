@@ -42,27 +42,48 @@ def test_sparse_decode_csrc_kernel(dtype, num_heads, num_kv_heads, batch, budget
 @pytest.mark.parametrize("num_heads,num_kv_heads", [(8, 8), (32, 8), (32, 4)])
 @pytest.mark.parametrize("head_dim", [64, 128])
 @pytest.mark.parametrize("batch,budget", [(4, 128), (64, 64)])
-def test_select(dtype, num_heads, num_kv_heads, head_dim, batch, budget):
+def test_select(dtype, num_heads, num_kv_heads, head_dim, batch, budget, top_k):
     check_select(lens(batch, 1, 4 * budget, batch), num_heads, num_kv_heads, head_dim, budget, dtype, "cuda")
+
+
+@pytest.fixture(params=["flashinfer", "radix"])
+def top_k(request, monkeypatch):
+    """The selection's per-head top-k: FlashInfer's (the default on CUDA) or the Triton radix kernels."""
+    from lessismore_vllm.kernels import selection
+
+    if request.param == "radix":
+        monkeypatch.setattr(selection, "_flashinfer_top_k", lambda: None)
+    elif selection.top_k_choice() != "flashinfer":
+        pytest.skip("FlashInfer's top-k is unavailable here")
+    return request.param
 
 
 @pytest.mark.parametrize("method", ["triton", "torch"])
 @pytest.mark.parametrize("fused", [False, True])
-def test_select_methods_with_ties(method, fused):
+def test_select_methods_with_ties(method, fused, top_k):
     check_select([5000, 0, 3000, 900, 2049, 2048], 32, 8, 128, 2048, torch.bfloat16, "cuda", method=method,
                  ties=method == "triton", fused=fused)
+
+
+@pytest.mark.parametrize("budget,recency_ratio,sinks", [(1024, 0.5, 0), (300, 0.0, 4), (2731, 0.25, 4),
+                                                        (4096, 0.25, 4)])
+def test_select_budget_splits(budget, recency_ratio, sinks, top_k):
+    """Other splits of the budget (no sinks, no recent window, 2048 ranked = FlashInfer's largest k, a budget past
+    it that falls back to the radix kernels) with tied logits."""
+    check_select([9000, 0, 5000, 300, 4097], 32, 8, 128, budget, torch.bfloat16, "cuda", ties=True,
+                 recency_ratio=recency_ratio, sinks=sinks)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("num_heads,num_kv_heads,head_dim", [(32, 8, 128), (32, 4, 128), (8, 8, 64)])
 @pytest.mark.parametrize("batch,budget", [(1, 256), (16, 512), (64, 64)])
-def test_select_with_fused_attention_pass(dtype, num_heads, num_kv_heads, head_dim, batch, budget):
+def test_select_with_fused_attention_pass(dtype, num_heads, num_kv_heads, head_dim, batch, budget, top_k):
     check_select(lens(batch, 1, 8 * budget, batch), num_heads, num_kv_heads, head_dim, budget, dtype, "cuda",
                  fused=True)
 
 
 @pytest.mark.parametrize("fused", [False, True])
-def test_select_and_sparse_decode_replay_in_cuda_graph(fused):
+def test_select_and_sparse_decode_replay_in_cuda_graph(fused, top_k):
     """Captured once, replayed after the lengths change in place: the kernels read lengths on the device.
     fused: the selection layer's own attention comes from the logits pass (checked against the reference)."""
     from kernel_checks import paged_setup
@@ -113,7 +134,7 @@ def test_select_and_sparse_decode_replay_in_cuda_graph(fused):
 
 
 @pytest.mark.parametrize("method", ["triton", "torch"])
-def test_select_tensor_parallel(method):
+def test_select_tensor_parallel(method, top_k):
     from kernel_checks import check_select_tensor_parallel
 
     check_select_tensor_parallel([5000, 0, 3000, 1500], 32, 8, 128, 1024, "cuda", tp=2, method=method)
