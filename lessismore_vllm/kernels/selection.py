@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import torch
 import triton
@@ -33,15 +33,6 @@ import triton.language as tl
 from lessismore_vllm.kernels.sparse_decode import dense_decode_with_logits, slots_from_positions
 from lessismore_vllm.selection import INT32_MAX, budget_split, select_tokens_batched
 
-class LogitsShape(NamedTuple):
-    """Launch shape of the logits kernel: keys per tile, tiles per program, warps, pipeline stages."""
-    block_n: int = 64
-    tiles: int = 1
-    num_warps: int = 4
-    num_stages: int = 2  # H100: 2 stages 5% faster than 3 at 16 x 16K (docs/performance.md)
-
-
-LOGITS_SHAPE = LogitsShape()
 LOGITS_CHUNK_BYTES = 256 << 20  # bounds the transient [rows, Hq, N] fp32 logits of one chunk of decode rows
 MAX_SORTED_MID = 4096  # a head's top-mid list is sorted in registers: up to 4096 entries
 SELECT_TILE = 1024  # keys per tile of the radix-select kernels
@@ -61,38 +52,35 @@ def _decode_logits_kernel(
     stride_bt, stride_ot, stride_oh,
     scale, block_size,
     HEAD_DIM: tl.constexpr, GROUP: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr,
-    BLOCK_N: tl.constexpr, TILES: tl.constexpr, FILL_TAIL: tl.constexpr,
+    BLOCK_N: tl.constexpr, FILL_TAIL: tl.constexpr,
 ):
-    """out[row, h, t] = scale * q[row, h] . k[row, t] for t < seq_len, -inf beyond if FILL_TAIL. Each program
-    walks TILES tiles of BLOCK_N keys, so that the loads of the next tile overlap this one's (pipelined loop)."""
+    """out[row, h, t] = scale * q[row, h] . k[row, t] for t < seq_len, -inf beyond if FILL_TAIL (one tile of t
+    per program)."""
     row = tl.program_id(0)
     kv_head = tl.program_id(1)
-    first = tl.program_id(2) * TILES * BLOCK_N
+    tile = tl.program_id(2)
     seq_len = tl.load(seq_lens_ptr + row)
+    offs_n = tile * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_g = tl.arange(0, BLOCK_G)
     offs_d = tl.arange(0, BLOCK_D)
     heads = kv_head * GROUP + offs_g
     g_mask = offs_g < GROUP
+    out_ptrs = out_ptr + row * stride_ot + heads[:, None] * stride_oh + offs_n[None, :]
+    if tile * BLOCK_N >= seq_len:
+        if FILL_TAIL:
+            tl.store(out_ptrs, tl.full([BLOCK_G, BLOCK_N], float("-inf"), tl.float32), mask=g_mask[:, None])
+        return
+    n_mask = offs_n < seq_len
     d_mask = offs_d < HEAD_DIM
-    out_row = out_ptr + row * stride_ot + heads[:, None] * stride_oh
-    if FILL_TAIL:
-        for i in range(tl.cdiv(tl.maximum(seq_len - first, 0), BLOCK_N), TILES):
-            offs_n = first + i * BLOCK_N + tl.arange(0, BLOCK_N)
-            tl.store(out_row + offs_n[None, :], tl.full([BLOCK_G, BLOCK_N], float("-inf"), tl.float32),
-                     mask=g_mask[:, None])
     q = tl.load(q_ptr + row * stride_qt + heads[:, None] * stride_qh + offs_d[None, :],
                 mask=g_mask[:, None] & d_mask[None, :], other=0.0)
-    tables = block_table_ptr + row * stride_bt
-    for i in range(0, tl.minimum(tl.cdiv(tl.maximum(seq_len - first, 0), BLOCK_N), TILES)):
-        offs_n = first + i * BLOCK_N + tl.arange(0, BLOCK_N)
-        n_mask = offs_n < seq_len
-        block = tl.load(tables + offs_n // block_size, mask=n_mask, other=0)
-        base = block.to(tl.int64) * stride_kv_block + kv_head * stride_kv_head + (offs_n % block_size) * stride_kv_slot
-        k = tl.load(kv_ptr + base[:, None] + offs_d[None, :] * stride_kv_chan,
-                    mask=n_mask[:, None] & d_mask[None, :], other=0.0)
-        s = tl.dot(q, tl.trans(k)) * scale
-        s = tl.where(n_mask[None, :], s, float("-inf"))
-        tl.store(out_row + offs_n[None, :], s, mask=g_mask[:, None])
+    block = tl.load(block_table_ptr + row * stride_bt + offs_n // block_size, mask=n_mask, other=0)
+    base = block.to(tl.int64) * stride_kv_block + kv_head * stride_kv_head + (offs_n % block_size) * stride_kv_slot
+    k = tl.load(kv_ptr + base[:, None] + offs_d[None, :] * stride_kv_chan,
+                mask=n_mask[:, None] & d_mask[None, :], other=0.0)
+    s = tl.dot(q, tl.trans(k)) * scale
+    s = tl.where(n_mask[None, :], s, float("-inf"))
+    tl.store(out_ptrs, s, mask=g_mask[:, None])
 
 
 @triton.jit
@@ -293,25 +281,23 @@ def _fixed_positions_kernel(
 
 def decode_logits(
     query: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tensor, seq_lens: torch.Tensor, scale: float,
-    width: int, fill_tail: bool = True,
+    width: int, block_n: int = 64, fill_tail: bool = True,
 ) -> torch.Tensor:
     """[rows, Hq, width] fp32 logits of each decode query against its keys; -inf at t >= seq_len if fill_tail
     (else left unwritten: the Triton selection reads only t < seq_len)."""
     rows, num_heads, head_dim = query.shape
     num_kv_heads = kv_cache.shape[1]
     group = num_heads // num_kv_heads
-    block_n, tiles = LOGITS_SHAPE.block_n, LOGITS_SHAPE.tiles
-    width = triton.cdiv(width, block_n * tiles) * block_n * tiles  # every program's tiles inside the buffer
+    width = triton.cdiv(width, block_n) * block_n
     out = torch.empty(rows, num_heads, width, device=query.device, dtype=torch.float32)
     if rows == 0:
         return out
-    _decode_logits_kernel[(rows, num_kv_heads, triton.cdiv(width, block_n * tiles))](
+    _decode_logits_kernel[(rows, num_kv_heads, width // block_n)](
         query, kv_cache, block_table, seq_lens, out,
         query.stride(0), query.stride(1), *kv_cache.stride(), block_table.stride(0), out.stride(0), out.stride(1),
         scale, kv_cache.shape[2],
         HEAD_DIM=head_dim, GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)),
-        BLOCK_D=triton.next_power_of_2(head_dim), BLOCK_N=block_n, TILES=tiles, FILL_TAIL=fill_tail,
-        num_warps=LOGITS_SHAPE.num_warps, num_stages=LOGITS_SHAPE.num_stages,
+        BLOCK_D=triton.next_power_of_2(head_dim), BLOCK_N=block_n, FILL_TAIL=fill_tail,
     )
     return out
 
