@@ -4,6 +4,7 @@ machine without CUDA the top-k is the Triton radix select (the kernels themselve
 tests)."""
 
 import pytest
+import torch
 
 from lessismore_vllm import backend
 from lessismore_vllm.kernels import selection
@@ -39,3 +40,23 @@ def test_selection_top_k_choice_and_bad_value(monkeypatch, fresh_top_k_choice):
     with pytest.raises(ValueError, match="LESSISMORE_SELECTION_TOPK='fastest' is invalid: valid values are auto, "
                                          "triton"):
         selection.top_k_choice()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine where CUDA tensors cannot be made")
+def test_flashinfer_top_k_that_cannot_run_falls_back_to_the_radix_kernels(monkeypatch, fresh_top_k_choice, caplog):
+    """FlashInfer builds its kernel on first use; where that first call fails (here: no CUDA device behind a
+    CUDA-looking setup), the choice is the radix select and the reason is logged, instead of a failing engine."""
+    import sys
+    import types
+
+    calls = []
+    fake = types.SimpleNamespace(top_k_ragged_transform=lambda *a, **k: calls.append(a),
+                                 TopKTieBreak=types.SimpleNamespace(SMALL=1))
+    monkeypatch.setitem(sys.modules, "flashinfer", fake)
+    monkeypatch.setenv(selection.TOPK_ENV, "auto")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with caplog.at_level("WARNING", logger="vllm.lessismore"):
+        assert selection.top_k_choice() == "triton"
+    assert "FlashInfer's top-k cannot run here" in caplog.text
+    assert not calls, "the probe failed before reaching FlashInfer (no CUDA tensors on this machine)"

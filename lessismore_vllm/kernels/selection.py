@@ -23,6 +23,7 @@ fall back to the static-shape torch form (lessismore_vllm.selection.select_token
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from typing import Callable
 
@@ -39,6 +40,7 @@ SELECT_TILE = 1024  # keys per tile of the radix-select kernels
 SELECT_TARGET_PROGRAMS = 4096  # programs per radix-select launch, when there are enough tiles
 RADIX_WARPS = 4  # warps per program of the radix-select kernels
 RANK_KEYS_WARPS = 32  # warps per (row, head) program of the rank-key sort (H100: 5-17% less selection time than 8)
+logger = logging.getLogger("vllm.lessismore")
 FLASHINFER_MAX_TOP_K = 2048  # FlashInfer 0.6.14's ragged top-k: k = 1536 ran, 3072 failed ("operation not supported")
 TOPK_ENV = "LESSISMORE_SELECTION_TOPK"  # "auto": FlashInfer's top-k where it runs; "triton": the radix kernels
 BATCH_DEPENDENT_ARGS = ["programs"]  # runtime values, never specialised on (see sparse_decode.BATCH_DEPENDENT_ARGS)
@@ -371,7 +373,7 @@ def select(
 def _flashinfer_top_k() -> Callable | None:
     """Each head's top `mid` candidate positions by FlashInfer's radix top-k (ties to the lower position, as in
     the oracle), as [rows, Hq, mid] int32; None where FlashInfer cannot run (no package, no CUDA, Triton's
-    interpreter) or LESSISMORE_SELECTION_TOPK=triton asks for the radix kernels."""
+    interpreter, a failed first call: logged) or LESSISMORE_SELECTION_TOPK=triton asks for the radix kernels."""
     choice = os.environ.get(TOPK_ENV, "auto").strip().lower()
     if choice not in ("auto", "triton"):
         raise ValueError(f"{TOPK_ENV}={choice!r} is invalid: valid values are auto, triton")
@@ -382,6 +384,16 @@ def _flashinfer_top_k() -> Callable | None:
 
         ragged_top_k, smaller_first = flashinfer.top_k_ragged_transform, int(flashinfer.TopKTieBreak.SMALL)
     except (ImportError, AttributeError):
+        return None
+    if not torch.cuda.is_available():
+        return None
+    try:  # once per process, at engine start: FlashInfer builds its kernel on first use, which can fail
+        one = torch.ones(1, device="cuda", dtype=torch.int32)
+        ragged_top_k(torch.zeros(1, 64, device="cuda"), one, one * 32, 8, tie_break=smaller_first, row_starts=one)
+        torch.cuda.synchronize()
+    except Exception as e:  # noqa: BLE001 - any failure means: use the radix kernels
+        logger.warning("LessIsMore: FlashInfer's top-k cannot run here (%s: %s); the Triton radix select ranks "
+                       "each head instead", type(e).__name__, e)
         return None
 
     def top_k(logits: torch.Tensor, seq_lens: torch.Tensor, split) -> torch.Tensor:
