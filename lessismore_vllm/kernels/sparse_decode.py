@@ -261,8 +261,8 @@ def dense_decode_with_logits(
 ) -> torch.Tensor:
     """A selection layer's decode pass: output[b] = attention of query[b] over all its seq_lens[b] keys, and
     logits[b, h, t] = scale * q[b, h] . k[b, t] for t < seq_lens[b] (entries beyond are left unwritten). One read
-    of the cache serves both. The splits are planned for plan_width (the builder's buffer width), so the
-    workspace sized for the sparse layers fits."""
+    of the cache serves both. The splits are planned for plan_width (the builder's buffer width), as
+    max_workspace_numel sizes the builder's workspace for this pass too."""
     if query.shape[0] == 0:
         return output
     num_splits = plan_splits(query.shape[0], kv_cache.shape[1], plan_width, tuning)
