@@ -130,7 +130,7 @@ def test_kernel_specialization_does_not_depend_on_batch_size(monkeypatch):
     dont_specialize = set(selection.BATCH_DEPENDENT_ARGS) | set(sparse_module.BATCH_DEPENDENT_ARGS)
 
     max_rows, budget, block_size = 17, 64, 16
-    few_programs = sparse_module.SparseDecodeTuning(block_n=16, target_programs=8)  # splits: 4 at 1 row, 1 at 5
+    few_programs = sparse_module.SparseDecodeTuning(block_n=16, target_programs=8)  # splits: 4 at 1 row, 1 at 5+
     seq_lens = [300 + 37 * i for i in range(max_rows)]
     kv_cache, block_table = paged_setup(seq_lens, 2, 32, block_size, torch.float32, DEVICE)
     query = torch.randn(max_rows, 8, 32, device=DEVICE)
@@ -161,8 +161,10 @@ def test_kernel_specialization_does_not_depend_on_batch_size(monkeypatch):
 
     first = launches[1]
     assert {"_radix_hist_kernel", "_sparse_decode_split_kernel", "_combine_splits_kernel"} <= set(first)
+    assert "_combine_splits_kernel" not in launches[16], "one split per (row, KV head): the split kernel's output"
     varying = set()
     for rows, per_kernel in launches.items():
+        per_kernel.setdefault("_combine_splits_kernel", first["_combine_splits_kernel"])
         assert per_kernel.keys() == first.keys(), rows
         for name, calls in per_kernel.items():
             assert len(calls) == len(first[name]), (rows, name)

@@ -3,7 +3,8 @@
 One program per (decode row, KV head, split): loads each selected token's K and V once and uses them for every
 query head of the GQA group (a [GROUP, D] x [D, N] dot). Tokens are given as physical cache slots
 (block * block_size + offset), which the selection layer computed once per step from the block table, so the 30-odd
-sparse layers that follow do one dependent load per token instead of two. A second kernel combines the splits.
+sparse layers that follow do one dependent load per token instead of two. A second kernel combines the splits
+(where there is one split per (row, KV head), the split kernel writes the output itself).
 Reference: lessismore_vllm.reference.sparse_decode_reference.
 """
 
@@ -52,6 +53,7 @@ def _sparse_decode_split_kernel(
     stride_slots,
     scale_log2, num_splits,
     logits_ptr, stride_lr, stride_lh, scale,
+    out_ptr, stride_ot, stride_oh,
     NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, GROUP: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
     DENSE: tl.constexpr = False,
@@ -107,10 +109,16 @@ def _sparse_decode_split_kernel(
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
 
-    slot_out = (row * NUM_HEADS + heads) * num_splits + split  # [BLOCK_G]
-    tl.store(acc_ptr + slot_out[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=g_mask[:, None] & d_mask[None, :])
-    tl.store(ml_ptr + slot_out * 2, m_i, mask=g_mask)
-    tl.store(ml_ptr + slot_out * 2 + 1, l_i, mask=g_mask)
+    gd_mask = g_mask[:, None] & d_mask[None, :]
+    if num_splits == 1:  # the only split: it writes the output, and no combine kernel runs (large batches)
+        o = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
+        tl.store(out_ptr + row * stride_ot + heads[:, None] * stride_oh + offs_d[None, :],
+                 o.to(out_ptr.dtype.element_ty), mask=gd_mask)
+    else:
+        slot_out = (row * NUM_HEADS + heads) * num_splits + split  # [BLOCK_G]
+        tl.store(acc_ptr + slot_out[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=gd_mask)
+        tl.store(ml_ptr + slot_out * 2, m_i, mask=g_mask)
+        tl.store(ml_ptr + slot_out * 2 + 1, l_i, mask=g_mask)
 
 
 @triton.jit(do_not_specialize=BATCH_DEPENDENT_ARGS)
@@ -202,11 +210,11 @@ def sparse_decode(
     acc, ml = _partials(query, num_splits, workspace)
     assert query.stride(-1) == 1 and output.stride(-1) == 1
     cuda_split = cuda_ext.split_launcher(query, kv_cache, kernel)
-    if cuda_split is not None:
+    if cuda_split is not None:  # writes partials for any split count
         cuda_split(query, kv_cache, slots, counts, acc, ml, scale * LOG2E, num_splits)
+        _combine(acc, ml, output, num_splits, tuning)
     else:
-        _launch_split(query, kv_cache, slots, counts, acc, ml, scale, num_splits, tuning)
-    _combine(acc, ml, output, num_splits, tuning)
+        _launch_split(query, kv_cache, slots, counts, acc, ml, output, scale, num_splits, tuning)
     return output
 
 
@@ -221,7 +229,8 @@ def _partials(query, num_splits, workspace):
     return workspace[:n_acc], workspace[n_acc: n_acc + rows * num_heads * num_splits * 2]
 
 
-def _launch_split(query, kv_cache, tokens, counts, acc, ml, scale, num_splits, tuning, logits=None) -> None:
+def _launch_split(query, kv_cache, tokens, counts, acc, ml, output, scale, num_splits, tuning, logits=None) -> None:
+    """The split kernel, then the combine kernel where there are several splits."""
     rows, num_heads, head_dim = query.shape
     num_kv_heads, block_size = kv_cache.shape[1], kv_cache.shape[2]
     dense = logits is not None
@@ -230,11 +239,14 @@ def _launch_split(query, kv_cache, tokens, counts, acc, ml, scale, num_splits, t
         query.stride(0), query.stride(1), *kv_cache.stride(), tokens.stride(0),
         scale * LOG2E, num_splits,
         logits if dense else acc, logits.stride(0) if dense else 0, logits.stride(1) if dense else 0, scale,
+        output, output.stride(0), output.stride(1),
         NUM_HEADS=num_heads, HEAD_DIM=head_dim, GROUP=num_heads // num_kv_heads, BLOCK_SIZE=block_size,
         BLOCK_G=max(16, triton.next_power_of_2(num_heads // num_kv_heads)),
         BLOCK_D=triton.next_power_of_2(head_dim), BLOCK_N=tuning.block_n, DENSE=dense,
         num_warps=tuning.num_warps, num_stages=tuning.num_stages,
     )
+    if num_splits > 1:
+        _combine(acc, ml, output, num_splits, tuning)
 
 
 def _combine(acc, ml, output, num_splits, tuning) -> None:
@@ -268,6 +280,5 @@ def dense_decode_with_logits(
     num_splits = plan_splits(query.shape[0], kv_cache.shape[1], plan_width, tuning)
     acc, ml = _partials(query, num_splits, workspace)
     assert query.stride(-1) == 1 and output.stride(-1) == 1 and logits.stride(-1) == 1
-    _launch_split(query, kv_cache, block_table, seq_lens, acc, ml, scale, num_splits, tuning, logits=logits)
-    _combine(acc, ml, output, num_splits, tuning)
+    _launch_split(query, kv_cache, block_table, seq_lens, acc, ml, output, scale, num_splits, tuning, logits=logits)
     return output
