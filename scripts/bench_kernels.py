@@ -150,15 +150,18 @@ def sweep(shapes: list[tuple[int, int, int]], peak, layers: int) -> tuple[Sparse
 
 
 def profile_selection(batch: int, L: int, budget: int, iters: int = 20) -> dict:
-    """Mean GPU microseconds per selection step of each kernel (torch.profiler, eager launches): where it goes."""
+    """Mean GPU microseconds per step of each kernel of a selection layer as it runs by default (its attention and
+    logits in one pass, then the selection; torch.profiler, eager launches): where it goes."""
     from torch.profiler import ProfilerActivity, profile
 
     c = Case(batch, L)
     pos, cnt, slots = c.selection_buffers(budget)
+    ws = torch.empty(max_workspace_numel(batch, HQ, HKV, D, budget), device="cuda", dtype=torch.float32)
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(iters):
-            select(c.q, c.kv, c.bt, c.seq_lens, c.scale, budget, 0.25, 4, pos, cnt, slots, method="triton")
+            select(c.q, c.kv, c.bt, c.seq_lens, c.scale, budget, 0.25, 4, pos, cnt, slots, attention_out=c.out,
+                   workspace=ws)
         torch.cuda.synchronize()
     per_kernel = {}
     for e in prof.key_averages():

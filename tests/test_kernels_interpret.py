@@ -51,6 +51,33 @@ def test_select_matches_oracle(num_heads, num_kv_heads, head_dim):
                  device=DEVICE)
 
 
+def test_select_with_a_ragged_top_k_in_place_of_flashinfer(monkeypatch):
+    """The FlashInfer path of the selection (on CUDA by default) with a stand-in of the same contract: each
+    (row, head)'s top `mid` candidates of its range [start, start + count) (as _prepare_kernel writes them), ties
+    to the lower position, offset by start, in no particular order (shuffled here), -1 past the count. The rank
+    keys are then built from those positions and the logits, and the result must be the oracle's."""
+    from lessismore_vllm.kernels import selection
+
+    g = torch.Generator().manual_seed(5)
+    seen_counts = []
+
+    def ragged_top_k(logits, ranges, mid):
+        rows, heads, width = logits.shape
+        out = torch.full((rows * heads, mid), -1, dtype=torch.int32, device=logits.device)
+        for i, (start, count) in enumerate(ranges.t().tolist()):
+            seen_counts.append(count)
+            segment = logits.reshape(rows * heads, width)[i, start:start + count]
+            top = torch.sort(-segment, stable=True).indices[:mid]  # stable: ties to the lower position
+            out[i, :top.numel()] = (top[torch.randperm(top.numel(), generator=g)] + start).to(torch.int32)
+        return out.view(rows, heads, mid)
+
+    monkeypatch.setattr(selection, "_flashinfer_top_k", lambda: ragged_top_k)
+    check_select([80, 0, 16, 15, 17, 130], 8, 2, 32, budget=16, dtype=torch.float32, device=DEVICE, ties=True)
+    check_select([3000, 0, 2100, 700], 4, 2, 32, budget=1200, dtype=torch.float32, device=DEVICE, fused=True)
+    # rows that fit the budget have no candidates; a longer row's count is L - sinks - recent (budget 1200: 4, 296)
+    assert 0 in seen_counts and 3000 - 4 - 296 in seen_counts
+
+
 def test_select_ties_and_rows_longer_than_one_tile():
     """Radix select over several 1024-token tiles, and logits that tie (decided by position, as in the oracle)."""
     check_select([3000, 0, 2100, 700], 4, 2, 32, budget=1200, dtype=torch.float32, device=DEVICE, ties=True)

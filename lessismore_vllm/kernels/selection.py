@@ -12,8 +12,10 @@ reference.decode_logits):
    (ties to the lower position, as in the oracle). `_rank_keys_kernel` sorts each head's list into rank order and scatters rank keys rank * Hq + head
    into a per-row [L] int32 buffer with atomic min: the design note's rank-key form of the rank-major union.
 3. The union: the same radix select over each row's rank keys (unique, so no ties) picks the `mid` smallest and
-   writes their positions and physical cache slots, in position order, between the sinks and the recent window
-   (`_fixed_positions_kernel`, which also fills rows that fit the budget with every position).
+   writes their positions and physical cache slots, in position order, between the sinks and the recent window.
+Before these, `_prepare_kernel` does in one launch what needs no logits: the sinks and the recent window (every
+position of rows that fit the budget), the counts, the rank keys' and histograms' initial values, and FlashInfer's
+per-head candidate ranges.
 Every kernel reads each row's real length on the device and skips tiles past it, so the cost follows the context,
 not max_model_len, and nothing syncs with the host (CUDA-graph safe). The work of one row is spread over up to
 SELECT_TARGET_PROGRAMS programs, so a batch of one uses the whole GPU. Budgets whose `mid` exceeds MAX_SORTED_MID
@@ -32,7 +34,7 @@ import triton
 import triton.language as tl
 
 from lessismore_vllm.kernels.sparse_decode import dense_decode_with_logits, slots_from_positions
-from lessismore_vllm.selection import INT32_MAX, budget_split, select_tokens_batched
+from lessismore_vllm.selection import budget_split, select_tokens_batched
 
 LOGITS_CHUNK_BYTES = 256 << 20  # bounds the transient [rows, Hq, N] fp32 logits of one chunk of decode rows
 MAX_SORTED_MID = 4096  # a head's top-mid list is sorted in registers: up to 4096 entries
@@ -43,7 +45,7 @@ RANK_KEYS_WARPS = 32  # warps per (row, head) program of the rank-key sort (H100
 logger = logging.getLogger("vllm.lessismore")
 FLASHINFER_MAX_TOP_K = 2048  # FlashInfer 0.6.14's ragged top-k: k = 1536 ran, 3072 failed ("operation not supported")
 TOPK_ENV = "LESSISMORE_SELECTION_TOPK"  # "auto": FlashInfer's top-k where it runs; "triton": the radix kernels
-BATCH_DEPENDENT_ARGS = ["programs"]  # runtime values, never specialised on (see sparse_decode.BATCH_DEPENDENT_ARGS)
+BATCH_DEPENDENT_ARGS = ["programs", "rows"]  # runtime values, never specialised on (sparse_decode.BATCH_DEPENDENT_ARGS)
 
 
 @triton.jit
@@ -259,14 +261,19 @@ def _rank_keys_kernel(
         tl.atomic_min(keys_ptr + row.to(tl.int64) * stride_kt + pos, key.to(tl.int32), mask=ranks < MID)
 
 
-@triton.jit
-def _fixed_positions_kernel(
-    seq_lens_ptr, block_table_ptr, positions_ptr, slots_ptr, counts_ptr, stride_bt, stride_pt, stride_st,
+@triton.jit(do_not_specialize=["rows"])
+def _prepare_kernel(
+    seq_lens_ptr, block_table_ptr, positions_ptr, slots_ptr, counts_ptr, keys_ptr, hist_ptr, ranges_ptr,
+    stride_bt, stride_pt, stride_st, stride_kt, max_len, rows,
     BUDGET: tl.constexpr, MID: tl.constexpr, SINKS: tl.constexpr, RECENT: tl.constexpr,
-    CACHE_BLOCK: tl.constexpr, BLOCK: tl.constexpr,
+    CACHE_BLOCK: tl.constexpr, BLOCK: tl.constexpr, NUM_HEADS: tl.constexpr, BLOCK_H: tl.constexpr,
+    RANKED: tl.constexpr, HEAD_RANGES: tl.constexpr,
 ):
-    """What needs no ranking: every position of a row that fits the budget, else the sinks and the recent window
-    (the union fills the MID entries between them); and each row's count."""
+    """Everything of a selection step that needs no logits, in one launch (at batch 1 each launch is a few us):
+    every position of a row that fits the budget, else the sinks and the recent window (the union fills the MID
+    entries between them), and each row's count. RANKED: also the row's rank keys set to 'in no head's top'
+    (INT32_MAX) and its radix histograms zeroed; HEAD_RANGES: each (row, head)'s candidate range for FlashInfer's
+    top-k, ranges[0] = first candidate (SINKS), ranges[1] = count (0 for rows that fit the budget)."""
     row = tl.program_id(0)
     L = tl.load(seq_lens_ptr + row)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
@@ -279,6 +286,20 @@ def _fixed_positions_kernel(
     tl.store(slots_ptr + row.to(tl.int64) * stride_st + idx, block * CACHE_BLOCK + pos % CACHE_BLOCK, mask=m)
     if tl.program_id(1) == 0:
         tl.store(counts_ptr + row, tl.minimum(L, BUDGET))
+    if RANKED:
+        tl.store(keys_ptr + row.to(tl.int64) * stride_kt + offs, tl.full([BLOCK], 2147483647, tl.int32),
+                 mask=offs < max_len)
+        hist_numel = (NUM_HEADS + 1) * 4 * 256  # [Hq + 1, 4 rounds, 256 bins] per row
+        tl.store(hist_ptr + row.to(tl.int64) * hist_numel + offs, tl.zeros([BLOCK], tl.int32),
+                 mask=offs < hist_numel)
+    if HEAD_RANGES:
+        if tl.program_id(1) == 0:
+            heads = tl.arange(0, BLOCK_H)
+            h_mask = heads < NUM_HEADS
+            at = ranges_ptr + row * NUM_HEADS + heads
+            tl.store(at, tl.full([BLOCK_H], SINKS, tl.int32), mask=h_mask)
+            count = tl.where(dense, 0, L - SINKS - RECENT)
+            tl.store(at + rows * NUM_HEADS, tl.full([BLOCK_H], 0, tl.int32) + count, mask=h_mask)
 
 
 def decode_logits(
@@ -396,14 +417,12 @@ def _flashinfer_top_k() -> Callable | None:
                        "each head instead", type(e).__name__, e)
         return None
 
-    def top_k(logits: torch.Tensor, seq_lens: torch.Tensor, split) -> torch.Tensor:
+    def top_k(logits: torch.Tensor, ranges: torch.Tensor, mid: int) -> torch.Tensor:
+        """ranges: [2, rows * Hq] int32, each (row, head)'s first candidate and count (_prepare_kernel)."""
         rows, num_heads, width = logits.shape
-        # candidates [sinks, L - recent) of each (row, head); rows that fit the budget are skipped later
-        lengths = (seq_lens - (split.sinks + split.recent)).clamp(min=0).repeat_interleave(num_heads)
-        starts = torch.full_like(lengths, split.sinks)
-        top = ragged_top_k(logits.view(rows * num_heads, width), starts, lengths, split.mid, tie_break=smaller_first,
-                           row_starts=starts)  # + offsets (= starts): positions in the row
-        return top.view(rows, num_heads, split.mid)
+        top = ragged_top_k(logits.view(rows * num_heads, width), ranges[0], ranges[1], mid, tie_break=smaller_first,
+                           row_starts=ranges[0])  # + offsets (= the first candidate): positions in the row
+        return top.view(rows, num_heads, mid)
 
     return top_k
 
@@ -424,17 +443,29 @@ def _select_triton(logits, block_table, seq_lens, block_size, num_heads, budget,
     rows = seq_lens.shape[0]
     max_len = block_table.shape[1] * block_size
     device = seq_lens.device
-    _fixed_positions_kernel[(rows, triton.cdiv(budget, 1024))](
-        seq_lens, block_table, positions, slots, counts, block_table.stride(0), positions.stride(0),
-        slots.stride(0), BUDGET=budget, MID=split.mid, SINKS=split.sinks, RECENT=split.recent,
-        CACHE_BLOCK=block_size, BLOCK=1024, num_warps=4,
-    )
-    if logits is None:
-        return
+    ranked = logits is not None
+    flashinfer_top_k = None
+    if ranked and split.mid <= FLASHINFER_MAX_TOP_K:
+        flashinfer_top_k = _flashinfer_top_k()  # None without CUDA
     tiles = triton.cdiv(max_len, SELECT_TILE)
+    # One buffer for both selects' histograms: [rows, Hq + 1, 4, 256] (segment Hq = the union's); the rank keys.
+    hist = torch.empty(rows, num_heads + 1, 4, 256, device=device, dtype=torch.int32) if ranked else None
+    keys = torch.empty(rows, max_len, device=device, dtype=torch.int32) if ranked else None
+    ranges = torch.empty(2, rows * num_heads, device=device, dtype=torch.int32) if flashinfer_top_k else None
+    block = 1024
+    prepare_tiles = triton.cdiv(budget, block)  # positions; when ranked also the keys' and histograms' tiles
+    if ranked:
+        prepare_tiles = max(prepare_tiles, triton.cdiv(max_len, block), num_heads + 1)
+    _prepare_kernel[(rows, prepare_tiles)](
+        seq_lens, block_table, positions, slots, counts, keys, hist, ranges,
+        block_table.stride(0), positions.stride(0), slots.stride(0), keys.stride(0) if ranked else 0, max_len, rows,
+        BUDGET=budget, MID=split.mid, SINKS=split.sinks, RECENT=split.recent, CACHE_BLOCK=block_size, BLOCK=block,
+        NUM_HEADS=num_heads, BLOCK_H=triton.next_power_of_2(num_heads), RANKED=ranked,
+        HEAD_RANGES=flashinfer_top_k is not None, num_warps=4,
+    )
+    if not ranked:
+        return
     key_cap = max(255, split.mid * total_heads)
-    # One zeroed buffer for both selects' histograms: [rows, Hq + 1, 4, 256] (segment Hq = the union's).
-    hist = torch.zeros(rows, num_heads + 1, 4, 256, device=device, dtype=torch.int32)
     tile_counts = torch.empty(rows, num_heads + 1, tiles, 2, device=device, dtype=torch.int32)
     common = dict(BUDGET=budget, MID=split.mid, SINKS=split.sinks, RECENT=split.recent, TILE=SELECT_TILE,
                   num_warps=RADIX_WARPS)
@@ -458,14 +489,12 @@ def _select_triton(logits, block_table, seq_lens, block_size, num_heads, budget,
 
     # 1. each head's top `mid` logits (FlashInfer's top-k where it runs, else the radix select: in position
     # order, packed with their keys), then rank keys per row
-    flashinfer_top_k = _flashinfer_top_k() if logits.is_cuda and split.mid <= FLASHINFER_MAX_TOP_K else None
     if flashinfer_top_k is not None:
-        scratch = flashinfer_top_k(logits, seq_lens, split)
+        scratch = flashinfer_top_k(logits, ranges, split.mid)
     else:
         scratch = torch.empty(rows, num_heads, split.mid, device=device, dtype=torch.int64)
         radix_select(logits, logits.stride(1), num_heads, hist, tile_counts, scratch,
                      (scratch.stride(0), scratch.stride(1)), True, 0)
-    keys = torch.full((rows, max_len), INT32_MAX, device=device, dtype=torch.int32)
     _rank_keys_kernel[(rows, num_heads)](
         scratch, seq_lens, keys, logits, scratch.stride(0), scratch.stride(1), keys.stride(0), logits.stride(0),
         logits.stride(1), head_offset, TOTAL_HEADS=total_heads, BUDGET=budget, MID=split.mid,
