@@ -23,7 +23,7 @@ from vllm.v1.attention.backend import (
 )
 
 from lessismore_vllm import compat, trace
-from lessismore_vllm.config import LayerRole, LessIsMoreConfig, from_vllm_config
+from lessismore_vllm.config import LayerRole, LessIsMoreConfig, env_choice, from_vllm_config
 from lessismore_vllm.reference import attend, decode_logits, gather_kv, write_kv
 from lessismore_vllm.selection import INT32_MAX, budget_split, rank_keys, union_from_keys
 from lessismore_vllm.stats import SparseStats
@@ -38,10 +38,7 @@ def selection_pass() -> str:
     """How a selection layer attends its decode rows (GPU): "fused" (default), our split kernel computing the
     attention and the selection's logits in one read of the cache; "dense-backend", the wrapped vLLM backend,
     then a separate logits pass. A bad value fails at startup, naming the variable and the valid values."""
-    value = os.environ.get(SELECTION_PASS_ENV, "fused").strip().lower()
-    if value not in SELECTION_PASSES:
-        raise ValueError(f"{SELECTION_PASS_ENV}={value!r} is invalid: valid values are {', '.join(SELECTION_PASSES)}")
-    return value
+    return env_choice(SELECTION_PASS_ENV, SELECTION_PASSES, "fused")
 
 
 class LessIsMoreBackend(AttentionBackend):

@@ -7,6 +7,7 @@ Every error names the offending key and its valid range, because users meet thes
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -100,6 +101,15 @@ def default_schedule(num_layers: int) -> tuple[tuple[int, ...], tuple[int, ...]]
     dense = tuple(i for i in (0, 1) if i < num_layers)
     select = tuple(sorted({i for i in (2, round(num_layers / 3)) if i < num_layers} - set(dense)))
     return dense, select
+
+
+def env_choice(name: str, choices: tuple[str, ...], default: str) -> str:
+    """The value of environment variable `name` (case and surrounding spaces ignored), which must be one of
+    `choices`; unset: `default`. A bad value fails naming the variable and the valid values."""
+    value = os.environ.get(name, default).strip().lower()
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is invalid: valid values are {', '.join(choices)}")
+    return value
 
 
 def _int(key: str, value: Any, lo: int, hi: int | None) -> int:

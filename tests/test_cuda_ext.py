@@ -14,7 +14,7 @@ def test_default_is_triton_and_a_bad_value_names_the_variable(monkeypatch):
     monkeypatch.setenv(cuda_ext.KERNEL_ENV, "CUDA ")
     assert cuda_ext.chosen_kernel() == "cuda"
     monkeypatch.setenv(cuda_ext.KERNEL_ENV, "fast")
-    with pytest.raises(ValueError, match=f"{cuda_ext.KERNEL_ENV}='fast': must be one of triton, cuda"):
+    with pytest.raises(ValueError, match=f"{cuda_ext.KERNEL_ENV}='fast' is invalid: valid values are triton, cuda"):
         cuda_ext.chosen_kernel()
 
 

@@ -9,10 +9,11 @@ than 4 or 8, unaligned tensors), the Triton kernel runs and the reason is logged
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import torch
+
+from lessismore_vllm.config import env_choice
 
 logger = logging.getLogger("vllm.lessismore")
 
@@ -29,10 +30,7 @@ _reported: set[str] = set()
 
 def chosen_kernel() -> str:
     """The split kernel asked for in the environment; a bad value names the variable and the valid values."""
-    value = os.environ.get(KERNEL_ENV, "triton").strip().lower()
-    if value not in KERNELS:
-        raise ValueError(f"{KERNEL_ENV}={value!r}: must be one of {', '.join(KERNELS)}")
-    return value
+    return env_choice(KERNEL_ENV, KERNELS, "triton")
 
 
 def _report(reason: str) -> None:

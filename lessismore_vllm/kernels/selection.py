@@ -33,6 +33,7 @@ import torch
 import triton
 import triton.language as tl
 
+from lessismore_vllm.config import env_choice
 from lessismore_vllm.kernels.sparse_decode import dense_decode_with_logits, slots_from_positions
 from lessismore_vllm.selection import budget_split, select_tokens_batched
 
@@ -395,9 +396,7 @@ def _flashinfer_top_k() -> Callable | None:
     """Each head's top `mid` candidate positions by FlashInfer's radix top-k (ties to the lower position, as in
     the oracle), as [rows, Hq, mid] int32; None where FlashInfer cannot run (no package, no CUDA, Triton's
     interpreter, a failed first call: logged) or LESSISMORE_SELECTION_TOPK=triton asks for the radix kernels."""
-    choice = os.environ.get(TOPK_ENV, "auto").strip().lower()
-    if choice not in ("auto", "triton"):
-        raise ValueError(f"{TOPK_ENV}={choice!r} is invalid: valid values are auto, triton")
+    choice = env_choice(TOPK_ENV, ("auto", "triton"), "auto")
     if choice == "triton" or os.environ.get("TRITON_INTERPRET") == "1":
         return None
     try:
