@@ -1,21 +1,12 @@
-"""Choosing the csrc/ CUDA split kernel (lessismore_vllm.kernels.cuda_ext) on a machine without it: the choice is
-validated, an explicit request fails clearly, the default never tries to build. The kernel itself is tested
-against the reference on GPUs (tests/gpu/test_kernels_gpu.py::test_sparse_decode_csrc_kernel)."""
+"""Choosing the csrc/ CUDA split kernel (lessismore_vllm.kernels.cuda_ext) on a machine without it: an explicit
+request fails clearly, the default never tries to build (the variable's parsing: tests/test_kernel_choices.py).
+The kernel itself is tested against the reference on GPUs
+(tests/gpu/test_kernels_gpu.py::test_sparse_decode_csrc_kernel)."""
 
 import pytest
 import torch
 
 from lessismore_vllm.kernels import cuda_ext, sparse_decode
-
-
-def test_default_is_triton_and_a_bad_value_names_the_variable(monkeypatch):
-    monkeypatch.delenv(cuda_ext.KERNEL_ENV, raising=False)
-    assert cuda_ext.chosen_kernel() == "triton"
-    monkeypatch.setenv(cuda_ext.KERNEL_ENV, "CUDA ")
-    assert cuda_ext.chosen_kernel() == "cuda"
-    monkeypatch.setenv(cuda_ext.KERNEL_ENV, "fast")
-    with pytest.raises(ValueError, match=f"{cuda_ext.KERNEL_ENV}='fast' is invalid: valid values are triton, cuda"):
-        cuda_ext.chosen_kernel()
 
 
 def test_what_the_cuda_kernel_takes():

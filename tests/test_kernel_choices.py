@@ -1,5 +1,6 @@
-"""The selection layer's GPU choices read from the environment: how it attends (LESSISMORE_SELECTION_PASS) and
-whose top-k ranks each head (LESSISMORE_SELECTION_TOPK). A bad value names the variable and the valid values; on a
+"""The GPU choices read from the environment: how a selection layer attends (LESSISMORE_SELECTION_PASS), whose
+top-k ranks each head (LESSISMORE_SELECTION_TOPK), which split kernel the sparse layers launch
+(LESSISMORE_SPARSE_KERNEL). A bad value names the variable and the valid values; on a
 machine without CUDA the top-k is the Triton radix select (the kernels themselves: tests/gpu and the interpreter
 tests)."""
 
@@ -7,18 +8,24 @@ import pytest
 import torch
 
 from lessismore_vllm import backend
-from lessismore_vllm.kernels import selection
+from lessismore_vllm.kernels import cuda_ext, selection
 
 
-def test_selection_pass_default_and_bad_value(monkeypatch):
-    monkeypatch.delenv(backend.SELECTION_PASS_ENV, raising=False)
-    assert backend.selection_pass() == "fused"
-    monkeypatch.setenv(backend.SELECTION_PASS_ENV, " Dense-Backend")
-    assert backend.selection_pass() == "dense-backend"
-    monkeypatch.setenv(backend.SELECTION_PASS_ENV, "both")
-    with pytest.raises(ValueError, match="LESSISMORE_SELECTION_PASS='both' is invalid: valid values are fused, "
-                                         "dense-backend"):
-        backend.selection_pass()
+@pytest.mark.parametrize("choose,default,spelled,value,bad,message", [
+    (backend.selection_pass, "fused", " Dense-Backend", "dense-backend", "both",
+     "LESSISMORE_SELECTION_PASS='both' is invalid: valid values are fused, dense-backend"),
+    (cuda_ext.chosen_kernel, "triton", "CUDA ", "cuda", "fast",
+     "LESSISMORE_SPARSE_KERNEL='fast' is invalid: valid values are triton, cuda"),
+])
+def test_choice_default_spelling_and_bad_value(monkeypatch, choose, default, spelled, value, bad, message):
+    env = message.split("=")[0]
+    monkeypatch.delenv(env, raising=False)
+    assert choose() == default
+    monkeypatch.setenv(env, spelled)
+    assert choose() == value
+    monkeypatch.setenv(env, bad)
+    with pytest.raises(ValueError, match=message):
+        choose()
 
 
 @pytest.fixture
