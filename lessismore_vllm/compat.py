@@ -9,6 +9,8 @@ import logging
 import os
 from typing import Any
 
+from lessismore_vllm.config import env_choice
+
 logger = logging.getLogger("vllm.lessismore")
 
 BACKEND_PATH = "lessismore_vllm.backend.LessIsMoreBackend"
@@ -92,9 +94,10 @@ def dense_backend_cls():
     """
     from vllm.platforms import current_platform
 
+    # checked on every platform, so a misspelt value fails the same way everywhere (instead of meaning TRITON_ATTN)
+    choice = env_choice("LESSISMORE_DENSE_BACKEND", ("auto", "flash_attn", "triton_attn"), "auto").upper()
     if not current_platform.is_cuda_alike():
         return None
-    choice = os.environ.get("LESSISMORE_DENSE_BACKEND", "auto").upper()
     if choice in ("AUTO", "FLASH_ATTN"):
         try:
             from vllm.v1.attention.backends.flash_attn import FlashAttentionBackend

@@ -1,13 +1,13 @@
 """The GPU choices read from the environment: how a selection layer attends (LESSISMORE_SELECTION_PASS), whose
 top-k ranks each head (LESSISMORE_SELECTION_TOPK), which split kernel the sparse layers launch
-(LESSISMORE_SPARSE_KERNEL). A bad value names the variable and the valid values; on a
+(LESSISMORE_SPARSE_KERNEL), which vLLM backend does the dense work (LESSISMORE_DENSE_BACKEND). A bad value names the variable and the valid values; on a
 machine without CUDA the top-k is the Triton radix select (the kernels themselves: tests/gpu and the interpreter
 tests)."""
 
 import pytest
 import torch
 
-from lessismore_vllm import backend
+from lessismore_vllm import backend, compat
 from lessismore_vllm.kernels import cuda_ext, selection
 
 
@@ -26,6 +26,22 @@ def test_choice_default_spelling_and_bad_value(monkeypatch, choose, default, spe
     monkeypatch.setenv(env, bad)
     with pytest.raises(ValueError, match=message):
         choose()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on CUDA the valid values return vLLM backend classes")
+def test_dense_backend_bad_value_fails_on_every_platform(monkeypatch):
+    """A misspelt LESSISMORE_DENSE_BACKEND used to mean TRITON_ATTN silently; now it fails naming the valid values,
+    here on CPU too (where no dense backend is wrapped, so valid values give None)."""
+    for valid in (None, "auto", "Flash_Attn", "TRITON_ATTN "):
+        if valid is None:
+            monkeypatch.delenv("LESSISMORE_DENSE_BACKEND", raising=False)
+        else:
+            monkeypatch.setenv("LESSISMORE_DENSE_BACKEND", valid)
+        assert compat.dense_backend_cls() is None
+    monkeypatch.setenv("LESSISMORE_DENSE_BACKEND", "FLASHINFER")
+    with pytest.raises(ValueError, match="LESSISMORE_DENSE_BACKEND='flashinfer' is invalid: valid values are auto, "
+                                         "flash_attn, triton_attn"):
+        compat.dense_backend_cls()
 
 
 @pytest.fixture
