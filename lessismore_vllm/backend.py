@@ -142,6 +142,7 @@ class LessIsMoreMetadataBuilder(AttentionMetadataBuilder[LessIsMoreMetadata]):
         self.workspace = None  # sparse-decode split partials, sized for the largest decode batch
         self.sparse_kernel = "torch-reference"  # which split kernel the sparse layers launch (GPU: triton or cuda)
         self.selection_topk = "torch-reference"  # the selection's per-head top-k (GPU: flashinfer or triton)
+        self.rank_kernel = "torch-reference"  # the sort of each head's top-k into rank order (GPU: cuda or triton)
         if dense_cls is not None and layers:
             from lessismore_vllm.kernels import cuda_ext, max_workspace_numel, selection
 
@@ -150,6 +151,8 @@ class LessIsMoreMetadataBuilder(AttentionMetadataBuilder[LessIsMoreMetadata]):
             group = num_heads // kv_cache_spec.num_kv_heads
             self.sparse_kernel = cuda_ext.startup_choice(kv_cache_spec.head_size, group)
             self.selection_topk = selection.top_k_choice()  # a bad LESSISMORE_SELECTION_TOPK fails here
+            # after FlashInfer's top-k, csrc/rank_keys.cu where it builds (now, at startup), else the Triton sort
+            self.rank_kernel = selection.rank_sort_choice()
             numel = max_workspace_numel(max_seqs, num_heads, kv_cache_spec.num_kv_heads, kv_cache_spec.head_size,
                                         width)
             self.workspace = torch.empty(numel, dtype=torch.float32, device=device)
@@ -159,8 +162,8 @@ class LessIsMoreMetadataBuilder(AttentionMetadataBuilder[LessIsMoreMetadata]):
             dense_name = dense_cls.get_name() if dense_cls else "torch-reference"
             stage = "" if not roles or min(roles) == 0 else f" stage_layers={min(roles)}-{max(roles)}"
             logger.info("LessIsMore active: %s dense_backend=%s sparse_kernel=%s selection_pass=%s selection_topk=%s "
-                        "tp=%d%s", self.config.summary(), dense_name, self.sparse_kernel, self.selection_pass,
-                        self.selection_topk, tp_size, stage)
+                        "rank_kernel=%s tp=%d%s", self.config.summary(), dense_name, self.sparse_kernel,
+                        self.selection_pass, self.selection_topk, self.rank_kernel, tp_size, stage)
 
     def build(self, common_prefix_len: int, common_attn_metadata, fast_build: bool = False) -> LessIsMoreMetadata:
         cm = common_attn_metadata

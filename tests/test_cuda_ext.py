@@ -1,7 +1,7 @@
-"""Choosing the csrc/ CUDA split kernel (lessismore_vllm.kernels.cuda_ext) on a machine without it: an explicit
+"""Choosing the csrc/ CUDA kernels (lessismore_vllm.kernels.cuda_ext) on a machine without them: an explicit
 request fails clearly, the default never tries to build (the variable's parsing: tests/test_kernel_choices.py).
-The kernel itself is tested against the reference on GPUs
-(tests/gpu/test_kernels_gpu.py::test_sparse_decode_csrc_kernel)."""
+The kernels themselves are tested against the reference on GPUs
+(tests/gpu/test_kernels_gpu.py::test_sparse_decode_csrc_kernel and ::test_rank_keys)."""
 
 import pytest
 import torch
@@ -46,3 +46,23 @@ def test_startup_choice_names_the_kernel(monkeypatch):
     assert cuda_ext.startup_choice(128, 5).startswith("triton (cuda asked for")
     monkeypatch.setattr(cuda_ext, "load", lambda: None)
     assert cuda_ext.startup_choice(128, 4) == "triton (cuda asked for; not built, see the warning)"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the machine-without-CUDA path")
+def test_rank_keys_kernel_without_cuda_falls_back_with_the_reason(monkeypatch, caplog):
+    """LESSISMORE_RANK_KERNEL=auto where csrc/rank_keys.cu cannot be built: the Triton sort, the reason logged;
+    =triton: the Triton sort without trying. (The kernel itself: tests/gpu/test_kernels_gpu.py::test_rank_keys.)"""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    try:
+        cuda_ext.rank_keys_launcher.cache_clear()
+        monkeypatch.setenv(cuda_ext.RANK_ENV, "triton")
+        with caplog.at_level("WARNING", logger="vllm.lessismore"):
+            assert cuda_ext.rank_keys_launcher() is None
+        assert "rank-key sort" not in caplog.text
+        cuda_ext.rank_keys_launcher.cache_clear()
+        monkeypatch.setenv(cuda_ext.RANK_ENV, "auto")
+        with caplog.at_level("WARNING", logger="vllm.lessismore"):
+            assert cuda_ext.rank_keys_launcher() is None
+        assert "the CUDA rank-key sort cannot run here (no CUDA device)" in caplog.text
+    finally:
+        cuda_ext.rank_keys_launcher.cache_clear()

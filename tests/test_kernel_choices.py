@@ -1,7 +1,8 @@
 """The GPU choices read from the environment: how a selection layer attends (LESSISMORE_SELECTION_PASS), whose
-top-k ranks each head (LESSISMORE_SELECTION_TOPK), which split kernel the sparse layers launch
-(LESSISMORE_SPARSE_KERNEL), which vLLM backend does the dense work (LESSISMORE_DENSE_BACKEND). A bad value names the variable and the valid values; on a
-machine without CUDA the top-k is the Triton radix select (the kernels themselves: tests/gpu and the interpreter
+top-k ranks each head (LESSISMORE_SELECTION_TOPK), which sort puts it into rank order (LESSISMORE_RANK_KERNEL),
+which split kernel the sparse layers launch (LESSISMORE_SPARSE_KERNEL), which vLLM backend does the dense work
+(LESSISMORE_DENSE_BACKEND). A bad value names the variable and the valid values; on a machine without CUDA the
+top-k is the Triton radix select and the rank sort Triton's (the kernels themselves: tests/gpu and the interpreter
 tests)."""
 
 import pytest
@@ -16,6 +17,8 @@ from lessismore_vllm.kernels import cuda_ext, selection
      "LESSISMORE_SELECTION_PASS='both' is invalid: valid values are fused, dense-backend"),
     (cuda_ext.chosen_kernel, "triton", "CUDA ", "cuda", "fast",
      "LESSISMORE_SPARSE_KERNEL='fast' is invalid: valid values are triton, cuda"),
+    (cuda_ext.rank_kernel_asked, "auto", " Triton", "triton", "cub",
+     "LESSISMORE_RANK_KERNEL='cub' is invalid: valid values are auto, triton"),
 ])
 def test_choice_default_spelling_and_bad_value(monkeypatch, choose, default, spelled, value, bad, message):
     env = message.split("=")[0]
@@ -83,3 +86,25 @@ def test_flashinfer_top_k_that_cannot_run_falls_back_to_the_radix_kernels(monkey
         assert selection.top_k_choice() == "triton"
     assert "FlashInfer's top-k cannot run here" in caplog.text
     assert not calls, "the probe failed before reaching FlashInfer (no CUDA tensors on this machine)"
+
+
+def test_rank_sort_is_cuda_only_after_an_ascending_flashinfer_top_k(monkeypatch):
+    """csrc/rank_keys.cu follows FlashInfer's top-k only where its lists come in ascending position order (probed
+    at startup: the CUDA sort breaks ties by input order); otherwise, and without FlashInfer, the Triton sort."""
+    built = object()
+    monkeypatch.setattr(cuda_ext, "rank_keys_launcher", lambda: built)  # as if csrc/rank_keys.cu had built
+
+    def stand_in(logits, ranges, mid):
+        raise AssertionError("not called here")
+
+    monkeypatch.setattr(selection, "_flashinfer_top_k", lambda: None)
+    assert selection._cuda_rank_keys() is None and selection.rank_sort_choice() == "triton"
+    monkeypatch.setattr(selection, "_flashinfer_top_k", lambda: stand_in)
+    assert selection._cuda_rank_keys() is None  # no probe result: not known to be ascending
+    stand_in.ascending = False
+    assert selection._cuda_rank_keys() is None
+    stand_in.ascending = True
+    assert selection._cuda_rank_keys() is built and selection.rank_sort_choice() == "cuda"
+    monkeypatch.setenv(cuda_ext.RANK_ENV, "cub")
+    with pytest.raises(ValueError, match="LESSISMORE_RANK_KERNEL='cub' is invalid"):
+        selection.rank_sort_choice()

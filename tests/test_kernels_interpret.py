@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from kernel_checks import check_select, check_sparse_decode
+from kernel_checks import check_rank_keys, check_select, check_sparse_decode
 
 # On CPU, conftest.py turns on TRITON_INTERPRET before anything imports triton.
 
@@ -76,6 +76,12 @@ def test_select_with_a_ragged_top_k_in_place_of_flashinfer(monkeypatch):
     check_select([3000, 0, 2100, 700], 4, 2, 32, budget=1200, dtype=torch.float32, device=DEVICE, fused=True)
     # rows that fit the budget have no candidates; a longer row's count is L - sinks - recent (budget 1200: 4, 296)
     assert 0 in seen_counts and 3000 - 4 - 296 in seen_counts
+
+
+def test_rank_keys_from_ascending_top_lists_with_ties_and_signed_zeros():
+    """The Triton rank-key sort (the CUDA one: tests/gpu) from FlashInfer-shaped top lists: exactly the oracle's
+    keys, -0.0 and +0.0 tied as in the oracle's sort; a row that fits the budget is left untouched."""
+    check_rank_keys([300, 120, 257], 4, 100, 120, DEVICE)
 
 
 def test_select_ties_and_rows_longer_than_one_tile():

@@ -1,14 +1,21 @@
-"""The CUDA fast path in csrc/: the sparse-decode split phase (csrc/sparse_decode.cu), built on first use with torch's
-extension tooling (nvcc + ninja, cached under TORCH_EXTENSIONS_DIR) and launched instead of the Triton split kernel
-when chosen. The Triton combine kernel finishes both, so the two differ only in how they gather and reduce.
+"""The CUDA fast paths in csrc/, built on first use with torch's extension tooling (nvcc + ninja, cached under
+TORCH_EXTENSIONS_DIR), each used where it measured faster than its Triton counterpart, or when asked for:
 
-Which split kernel runs: LESSISMORE_SPARSE_KERNEL = "triton" (default: it measured faster, docs/performance.md) or
-"cuda". Where the CUDA kernel cannot run (no nvcc, no csrc/ next to the package, head_dim != 128, a GQA group other
-than 4 or 8, unaligned tensors), the Triton kernel runs and the reason is logged once."""
+- csrc/rank_keys.cu: the selection's rank-key sort (each head's top list into rank order, then the rank keys),
+  used by default after FlashInfer's top-k: a CUB block radix sort, 2.2-3.3x faster than the Triton bitonic sort
+  on the H100 (docs/performance.md). LESSISMORE_RANK_KERNEL = "auto" (default: CUDA where it builds, else Triton,
+  the reason logged once) or "triton".
+- csrc/sparse_decode.cu: the sparse-decode split phase, launched instead of the Triton split kernel when
+  LESSISMORE_SPARSE_KERNEL = "cuda" (default "triton": it measured faster). The Triton combine kernel finishes
+  both, so the two differ only in how they gather and reduce. Where the CUDA kernel cannot run (no nvcc, no csrc/
+  next to the package, head_dim != 128, a GQA group other than 4 or 8, unaligned tensors), the Triton kernel runs
+  and the reason is logged once."""
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -17,11 +24,15 @@ from lessismore_vllm.config import env_choice
 
 logger = logging.getLogger("vllm.lessismore")
 
+CSRC = Path(__file__).resolve().parents[2] / "csrc"
 KERNEL_ENV = "LESSISMORE_SPARSE_KERNEL"
 KERNELS = ("triton", "cuda")
-SOURCE = Path(__file__).resolve().parents[2] / "csrc" / "sparse_decode.cu"
+SOURCE = CSRC / "sparse_decode.cu"
 GROUPS = (4, 8)  # GQA groups instantiated in csrc/sparse_decode.cu
 HEAD_DIM = 128
+RANK_ENV = "LESSISMORE_RANK_KERNEL"
+RANK_SOURCE = CSRC / "rank_keys.cu"
+RANK_MAX_MID = 2048  # csrc/rank_keys.cu sorts up to 256 threads x 8 entries per head
 
 _module = None
 _tried = False
@@ -39,24 +50,51 @@ def _report(reason: str) -> None:
         logger.warning("LessIsMore: %s=cuda asked, the Triton kernel runs instead: %s", KERNEL_ENV, reason)
 
 
+def _build(source: Path):
+    """(module, None) built from one csrc/ file, named after it, or (None, why it cannot be built here)."""
+    if not torch.cuda.is_available():
+        return None, "no CUDA device"
+    if not source.exists():
+        return None, f"{source} not found (csrc/ ships with the source tree, not the wheel)"
+    try:
+        from torch.utils.cpp_extension import load as build
+
+        return build(name=f"lessismore_{source.stem}", sources=[str(source)],
+                     extra_cuda_cflags=["-O3", "--use_fast_math", "-lineinfo"], verbose=False), None
+    except Exception as exc:  # no nvcc/ninja, or a compile error: keep serving with Triton
+        return None, f"building {source.name} failed: {exc}"
+
+
 def load():
-    """The built extension module, or None (reason logged once). Builds at most once per process."""
+    """The built sparse-decode extension module, or None (reason logged once). Builds at most once per process."""
     global _module, _tried
     if not _tried:
         _tried = True
-        if not torch.cuda.is_available():
-            _report("no CUDA device")
-        elif not SOURCE.exists():
-            _report(f"{SOURCE} not found (csrc/ ships with the source tree, not the wheel)")
-        else:
-            try:
-                from torch.utils.cpp_extension import load as build
-
-                _module = build(name="lessismore_csrc", sources=[str(SOURCE)],
-                                extra_cuda_cflags=["-O3", "--use_fast_math", "-lineinfo"], verbose=False)
-            except Exception as exc:  # no nvcc/ninja, or a compile error: keep serving with Triton
-                _report(f"building {SOURCE.name} failed: {exc}")
+        _module, reason = _build(SOURCE)
+        if reason is not None:
+            _report(reason)
     return _module
+
+
+def rank_kernel_asked() -> str:
+    """LESSISMORE_RANK_KERNEL: "auto" (default) or "triton"; a bad value names the variable and the valid values."""
+    return env_choice(RANK_ENV, ("auto", "triton"), "auto")
+
+
+@functools.cache
+def rank_keys_launcher():
+    """csrc/rank_keys.cu's rank_keys(top, logits, seq_lens, keys, mid, budget, total_heads, head_offset), or None
+    for the Triton sort: asked for (LESSISMORE_RANK_KERNEL=triton), Triton's interpreter, or the kernel cannot be
+    built here (the reason logged once). Decided once per process, at engine start
+    (selection.rank_sort_choice)."""
+    if rank_kernel_asked() == "triton" or os.environ.get("TRITON_INTERPRET") == "1":
+        return None
+    module, reason = _build(RANK_SOURCE)
+    if module is None:
+        logger.warning("LessIsMore: the CUDA rank-key sort cannot run here (%s); the Triton sort runs instead "
+                       "(slower selection layers)", reason)
+        return None
+    return module.rank_keys
 
 
 def startup_choice(head_dim: int, group: int) -> str:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from kernel_checks import check_select, check_sparse_decode  # noqa: E402
+from kernel_checks import check_rank_keys, check_select, check_sparse_decode  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -63,6 +63,43 @@ def top_k(request, monkeypatch):
 def test_select_methods_with_ties(method, fused, top_k):
     check_select([5000, 0, 3000, 900, 2049, 2048], 32, 8, 128, 2048, torch.bfloat16, "cuda", method=method,
                  ties=method == "triton", fused=fused)
+
+
+@pytest.mark.parametrize("seq_lens,mid,budget", [([16384], 1536, 2048), ([9000, 2048, 0, 5000, 2049], 1536, 2048),
+                                                  ([3000, 700], 700, 1200), ([600, 800], 1, 513),
+                                                  ([7000, 6000], 2048, 2600)])
+@pytest.mark.parametrize("kernel", ["cuda", "triton"])
+def test_rank_keys(seq_lens, mid, budget, kernel):
+    """The rank-key sort after FlashInfer's top-k, csrc/rank_keys.cu (built here) and Triton's, against the oracle:
+    ties everywhere, zeros of both signs, rows that fit the budget, every instantiated list length up to 2048."""
+    from lessismore_vllm.kernels import cuda_ext
+
+    launcher = cuda_ext.rank_keys_launcher() if kernel == "cuda" else None
+    if kernel == "cuda" and launcher is None:
+        pytest.skip("csrc/rank_keys.cu did not build here (see the warning)")
+    check_rank_keys(seq_lens, 32, mid, budget, "cuda", launcher)
+
+
+def test_flashinfer_returns_ascending_positions():
+    """csrc/rank_keys.cu breaks ties by the input order, so it runs only where FlashInfer's top-k returns each
+    list's positions in ascending order (probed at startup); FlashInfer 0.6.14 does."""
+    from lessismore_vllm.kernels import selection
+
+    top_k = selection._flashinfer_top_k()
+    if top_k is None:
+        pytest.skip("FlashInfer's top-k is unavailable here")
+    assert top_k.ascending
+    assert selection.rank_sort_choice() in ("cuda", "triton")
+
+
+def test_select_with_flashinfer_and_the_triton_rank_sort(monkeypatch):
+    """The whole selection with FlashInfer's top-k followed by the Triton sort (where csrc/ does not build)."""
+    from lessismore_vllm.kernels import selection
+
+    if selection.top_k_choice() != "flashinfer":
+        pytest.skip("FlashInfer's top-k is unavailable here")
+    monkeypatch.setattr(selection, "_cuda_rank_keys", lambda: None)
+    check_select([5000, 0, 3000, 900, 2049, 2048], 32, 8, 128, 2048, torch.bfloat16, "cuda", ties=True, fused=True)
 
 
 @pytest.mark.parametrize("budget,recency_ratio,sinks", [(1024, 0.5, 0), (300, 0.0, 4), (2731, 0.25, 4),
