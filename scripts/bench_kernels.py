@@ -299,6 +299,7 @@ def main() -> None:
                     "sparse_speedup_vs_triton": t_triton and t_triton / t_sparse,
                     "selection_step_ms": t_select, "selection_logits_ms": t_logits,
                     "selection_top_k": selection_module.top_k_choice(), "selection_step_radix_top_k_ms": t_select_radix,
+                    "rank_sort": selection_module.rank_sort_choice(),  # csrc/rank_keys.cu ("cuda") or Triton
                     "selection_step_torch_union_ms": t_select_torch, "torch_union_only_ms": t_union,
                     "torch_slots_only_ms": t_slots,
                     "selection_layer_separate_vs_dense_layer": (t_fa3 + t_select) / t_fa3,  # FA3 + selection step
@@ -315,7 +316,7 @@ def main() -> None:
                       f"sparse {t_sparse:6.3f} ms {row['sparse_GBps']:5.0f} GB/s "
                       f"({row.get('sparse_pct_peak', 0):4.1f}%) x{row['sparse_speedup_vs_fa3']:5.2f} vs FA3 | "
                       f"csrc {t_csrc or 0:6.3f} ms ({row.get('csrc_pct_peak', 0):4.1f}%) | "
-                      f"select {t_select:6.3f} (top-k {row['selection_top_k']}; radix top-k {t_select_radix:.3f}; "
+                      f"select {t_select:6.3f} (top-k {row['selection_top_k']}, rank sort {row['rank_sort']}; radix top-k {t_select_radix:.3f}; "
                       f"logits {t_logits:.3f}; torch-union variant {t_select_torch:.3f}) "
                       f"layer: FA3 + select {row['selection_layer_separate_vs_dense_layer']:5.2f}x dense, "
                       f"fused {t_layer_fused:6.3f} ms {row['selection_layer_vs_dense_layer']:5.2f}x", flush=True)
