@@ -316,7 +316,8 @@ def main() -> None:
                       f"sparse {t_sparse:6.3f} ms {row['sparse_GBps']:5.0f} GB/s "
                       f"({row.get('sparse_pct_peak', 0):4.1f}%) x{row['sparse_speedup_vs_fa3']:5.2f} vs FA3 | "
                       f"csrc {t_csrc or 0:6.3f} ms ({row.get('csrc_pct_peak', 0):4.1f}%) | "
-                      f"select {t_select:6.3f} (top-k {row['selection_top_k']}, rank sort {row['rank_sort']}; radix top-k {t_select_radix:.3f}; "
+                      f"select {t_select:6.3f} (top-k {row['selection_top_k']}, rank sort {row['rank_sort']}; "
+                      f"radix top-k {t_select_radix:.3f}; "
                       f"logits {t_logits:.3f}; torch-union variant {t_select_torch:.3f}) "
                       f"layer: FA3 + select {row['selection_layer_separate_vs_dense_layer']:5.2f}x dense, "
                       f"fused {t_layer_fused:6.3f} ms {row['selection_layer_vs_dense_layer']:5.2f}x", flush=True)
