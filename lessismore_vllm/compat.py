@@ -6,7 +6,6 @@ See ../shared/design/vllm-integration.md sections 2, 3 and 8 for why each shim e
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from lessismore_vllm.config import env_choice
