@@ -136,11 +136,13 @@ def check_select_tensor_parallel(seq_lens, num_heads, num_kv_heads, head_dim, bu
         assert run(q, kv, total_heads=num_heads, head_offset=r * hq, combine_keys=all_reduce_min) == want, r
 
 
-def check_rank_keys(seq_lens, num_heads, mid, budget, device, launcher=None, seed=0):
+def check_rank_keys(seq_lens, num_heads, mid, budget, device, launcher=None, seed=0, total_heads=None,
+                    head_offset=0):
     """The rank-key step against the oracle (lessismore_vllm.selection.rank_keys): each (row, head) gets its
     oracle top-`mid` positions in ascending order (as FlashInfer's deterministic top-k returns them; -1 for rows
     that fit the budget) and logits with ties everywhere, zeros of both signs included (the oracle's sort holds
-    -0.0 == +0.0). launcher: csrc/rank_keys.cu's (cuda_ext.rank_keys_launcher()); None = the Triton sort."""
+    -0.0 == +0.0). launcher: csrc/rank_keys.cu's (cuda_ext.rank_keys_launcher()); None = the Triton sort.
+    Tensor parallelism: these num_heads are heads [head_offset, head_offset + num_heads) of total_heads."""
     import triton
 
     from lessismore_vllm.kernels import selection as kernels
@@ -148,6 +150,7 @@ def check_rank_keys(seq_lens, num_heads, mid, budget, device, launcher=None, see
 
     g = torch.Generator().manual_seed(seed)
     rows, width = len(seq_lens), max(seq_lens)
+    total_heads = total_heads or num_heads
     logits = torch.round(torch.randn(rows, num_heads, width, generator=g) * 2) / 2
     logits[(logits == 0) & (torch.rand(logits.shape, generator=g) < 0.5)] = -0.0
     split = BudgetSplit(budget, mid, 4, budget - mid - 4)
@@ -159,15 +162,15 @@ def check_rank_keys(seq_lens, num_heads, mid, budget, device, launcher=None, see
             for h in range(num_heads):
                 order = torch.sort(logits[r, h, lo:hi], descending=True, stable=True).indices[:mid]
                 top[r, h] = (order + lo).sort().values.to(torch.int32)
-            want[r, :L] = rank_keys(logits[r, :, :L], split)
+            want[r, :L] = rank_keys(logits[r, :, :L], split, total_heads, head_offset)
     keys = torch.full((rows, width), torch.iinfo(torch.int32).max, dtype=torch.int32, device=device)
     lens = torch.tensor(seq_lens, dtype=torch.int32, device=device)
     top, logits = top.to(device), logits.to(device)
     if launcher is not None:
-        launcher(top, logits, lens, keys, mid, budget, num_heads, 0)
+        launcher(top, logits, lens, keys, mid, budget, total_heads, head_offset)
     else:
         kernels._rank_keys_kernel[(rows, num_heads)](
             top, lens, keys, logits, top.stride(0), top.stride(1), keys.stride(0), logits.stride(0),
-            logits.stride(1), 0, TOTAL_HEADS=num_heads, BUDGET=budget, MID=mid,
+            logits.stride(1), head_offset, TOTAL_HEADS=total_heads, BUDGET=budget, MID=mid,
             MID_PAD=triton.next_power_of_2(mid), FROM_POSITIONS=True)
     assert torch.equal(keys.cpu().long(), want)

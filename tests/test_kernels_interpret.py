@@ -82,6 +82,7 @@ def test_rank_keys_from_ascending_top_lists_with_ties_and_signed_zeros():
     """The Triton rank-key sort (the CUDA one: tests/gpu) from FlashInfer-shaped top lists: exactly the oracle's
     keys, -0.0 and +0.0 tied as in the oracle's sort; a row that fits the budget is left untouched."""
     check_rank_keys([300, 120, 257], 4, 100, 120, DEVICE)
+    check_rank_keys([300, 257], 4, 100, 120, DEVICE, seed=1, total_heads=8, head_offset=4)  # TP rank 1 of 2
 
 
 def test_select_ties_and_rows_longer_than_one_tile():

@@ -71,13 +71,16 @@ def test_select_methods_with_ties(method, fused, top_k):
 @pytest.mark.parametrize("kernel", ["cuda", "triton"])
 def test_rank_keys(seq_lens, mid, budget, kernel):
     """The rank-key sort after FlashInfer's top-k, csrc/rank_keys.cu (built here) and Triton's, against the oracle:
-    ties everywhere, zeros of both signs, rows that fit the budget, every instantiated list length up to 2048."""
+    ties everywhere, zeros of both signs, rows that fit the budget, every instantiated list length up to 2048, and
+    a tensor-parallel rank's keys (head offset, total heads)."""
     from lessismore_vllm.kernels import cuda_ext
 
     launcher = cuda_ext.rank_keys_launcher() if kernel == "cuda" else None
     if kernel == "cuda" and launcher is None:
         pytest.skip("csrc/rank_keys.cu did not build here (see the warning)")
     check_rank_keys(seq_lens, 32, mid, budget, "cuda", launcher)
+    if len(seq_lens) > 1:  # tensor parallelism: these 32 heads are heads 32-63 of 64 (rank 1 of 2)
+        check_rank_keys(seq_lens, 32, mid, budget, "cuda", launcher, seed=1, total_heads=64, head_offset=32)
 
 
 def test_flashinfer_returns_ascending_positions():
