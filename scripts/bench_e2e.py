@@ -10,6 +10,12 @@ sequence reaches the context while decoding. Prefix caching keeps the prompts af
     decode step time = (t(gen + 1 tokens) - t(1 token)) / gen
 measures only decode steps at that context (both timed passes hit the cache and prefill only the last token).
 Writes bench_e2e.json after every backend (so a cut-off run keeps what finished) and bench_e2e.png.
+
+Engines of the same code differ by 3-10% in decode step time at 16 x 16K from one process to the next (one H100,
+ninth session, docs/performance.md), so single-engine ratios carry that spread. --rounds N runs the backend list N
+times, alternating (A B C A B C ...), and the ratios compare medians over the rounds (each row also gives the
+spread). Every engine compiles its model graph afresh, in its own VLLM_CACHE_ROOT (an entry may set VLLM_CACHE_ROOT
+to share one), so that no engine differs from another by loading an earlier one's compiled graph.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import statistics
 import sys
 import tempfile
 import time
@@ -83,19 +91,34 @@ def worker(spec: dict) -> dict:
     return out
 
 
+def medians(results: list[dict]) -> dict:
+    """{label: {(batch, context): {"decode_tok_s": median over rounds, "min": .., "max": .., "rounds": n}}}."""
+    tok_s: dict = {}
+    for r in results:
+        for c in r.get("configs", []):
+            tok_s.setdefault(r["backend"], {}).setdefault((c["batch"], c["context"]), []).append(c["decode_tok_s"])
+    return {label: {key: {"decode_tok_s": statistics.median(v), "min": min(v), "max": max(v), "rounds": len(v)}
+                    for key, v in per.items()} for label, per in tok_s.items()}
+
+
 def ratios(results: list[dict]) -> list[dict]:
-    """Each lessismore run (variants included: "lessismore+ENV=value") against each stock backend."""
-    by = {r["backend"]: {(c["batch"], c["context"]): c for c in r["configs"]} for r in results if "configs" in r}
+    """Each lessismore entry (variants included: "lessismore+ENV=value") against each stock backend, from the
+    medians over rounds (one round: the single values)."""
+    by = medians(results)
     rows = []
     for label, ours in by.items():
         if not label.startswith("lessismore"):
             continue
         for key, c in ours.items():
             row = {"batch": key[0], "context": key[1], f"{label}_tok_s": c["decode_tok_s"]}
+            if c["rounds"] > 1:
+                row[f"{label}_tok_s_range"] = [c["min"], c["max"]]
             for name, res in by.items():
                 if not name.startswith("lessismore") and key in res:
                     row[f"{name}_tok_s"] = res[key]["decode_tok_s"]
                     row[f"speedup_vs_{name}"] = round(c["decode_tok_s"] / res[key]["decode_tok_s"], 3)
+                    if c["rounds"] > 1 or res[key]["rounds"] > 1:
+                        row[f"{name}_tok_s_range"] = [res[key]["min"], res[key]["max"]]
             rows.append(row)
     return rows
 
@@ -107,17 +130,22 @@ def plot(path: str) -> None:
     import matplotlib.pyplot as plt
 
     data = json.loads(Path(path).read_text())
-    results = [r for r in data["results"] if "configs" in r]
-    labels = [f"B={c['batch']}\nctx={c['context'] // 1024}K" for c in results[0]["configs"]]
-    width = 0.8 / len(results)
+    by = medians(data["results"])  # one bar per entry: the median over rounds, the whisker its range
+    keys = sorted({k for per in by.values() for k in per})
+    labels = [f"B={b}\nctx={c // 1024}K" for b, c in keys]
+    width = 0.8 / max(1, len(by))
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for i, r in enumerate(results):
-        xs = [j + i * width for j in range(len(r["configs"]))]
-        ax.bar(xs, [c["decode_tok_s"] for c in r["configs"]], width, label=r["backend"])
-    ax.set_xticks([j + width * (len(results) - 1) / 2 for j in range(len(labels))], labels)
+    for i, (name, per) in enumerate(by.items()):
+        xs = [j + i * width for j, k in enumerate(keys) if k in per]
+        vals = [per[k] for k in keys if k in per]
+        med = [v["decode_tok_s"] for v in vals]
+        err = [[m - v["min"] for m, v in zip(med, vals)], [v["max"] - m for m, v in zip(med, vals)]]
+        ax.bar(xs, med, width, label=name, yerr=err if any(v["rounds"] > 1 for v in vals) else None, capsize=2)
+    ax.set_xticks([j + width * (len(by) - 1) / 2 for j in range(len(labels))], labels)
     ax.set_ylabel("decode tokens/s")
     ax.set_title(f"Qwen3-8B shape, dummy weights, {data.get('device', '')}, vLLM {data.get('vllm', '')}, "
-                 f"budget {data.get('budget')}", fontsize=9)
+                 f"budget {data.get('budget')}"
+                 + (f", median of {data['rounds']} engines each" if data.get("rounds", 1) > 1 else ""), fontsize=9)
     ax.legend()
     fig.tight_layout()
     fig.savefig(Path(path).with_suffix(".png"), dpi=120)
@@ -132,6 +160,8 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=2048)
     ap.add_argument("--gen", type=int, default=128, help="decode steps timed per config")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=1, help="run the backend list this many times, alternating; "
+                    "ratios from the medians")
     ap.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     ap.add_argument("--tp", type=int, default=1, help="tensor_parallel_size of every engine")
     ap.add_argument("--engine", default="{}", help="JSON of extra LLM kwargs for every engine (compilation_config "
@@ -161,10 +191,16 @@ def main() -> None:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     out_path = Path(args.out, "bench_e2e.json")
     data = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "vllm": vllm.__version__,
-            "budget": args.budget, "gen": args.gen, "tp": args.tp, "engine": json.loads(args.engine), "command": " ".join(sys.argv), "results": []}
-    for label in args.backends.split(","):
+            "budget": args.budget, "gen": args.gen, "rounds": args.rounds, "tp": args.tp,
+            "engine": json.loads(args.engine), "command": " ".join(sys.argv), "results": []}
+    cache_roots = Path(tempfile.mkdtemp(prefix="bench-e2e-vllm-cache-"))
+    labels = args.backends.split(",")
+    runs = [(r, label) for r in range(args.rounds) for label in labels]  # alternating: A B C A B C ...
+    for i, (rnd, label) in enumerate(runs):
         backend, *settings = label.split("+")  # lessismore+NAME=value: that engine with NAME=value
-        env = {**os.environ, **dict(kv.split("=", 1) for kv in settings)}
+        name = re.sub(r"[^A-Za-z0-9._-]", "-", label) + (f"_round{rnd + 1}" if args.rounds > 1 else "")
+        env = {**os.environ, "VLLM_CACHE_ROOT": str(cache_roots / f"{i}-{name}"),
+               **dict(kv.split("=", 1) for kv in settings)}
         spec = {"model": str(model), "backend": backend, "label": label, "budget": args.budget, "configs": configs,
                 "gen": args.gen, "repeats": args.repeats, "max_model_len": max(c for _, c in configs) + 64,
                 "gpu_memory_utilization": args.gpu_memory_utilization, "tp": args.tp,
@@ -174,11 +210,12 @@ def main() -> None:
         t0 = time.time()
         # the log streams to --out, so a run cut off mid-engine keeps it
         code, log = run_logged([sys.executable, __file__, "--worker", str(spec_path)],
-                               str(Path(args.out, f"bench_e2e_{label.replace('=', '-')}.log")), args.engine_timeout,
+                               str(Path(args.out, f"bench_e2e_{name}.log")), args.engine_timeout,
                                env)
         lines = [ln for ln in log.splitlines() if ln.startswith("RESULT ")]
         res = json.loads(lines[-1][7:]) if lines else {"backend": label, "exit": code, "error": log[-3000:]}
         res["wall_s"] = round(time.time() - t0, 1)
+        res["round"] = rnd + 1
         print(json.dumps(res), flush=True)
         data["results"].append(res)
         data["ratios"] = ratios(data["results"])

@@ -64,3 +64,19 @@ def test_bench_e2e_compares_every_lessismore_variant_with_every_stock_backend():
     assert [r["speedup_vs_FLASH_ATTN"] for r in rows] == [1.875, 2.0]
     assert rows[1]["lessismore+LESSISMORE_SPARSE_KERNEL=cuda_tok_s"] == 1600.0
     assert not any("speedup_vs_lessismore" in k for r in rows for k in r)  # variants are not compared to each other
+
+
+def test_bench_e2e_rounds_compare_medians_and_report_the_spread():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench_e2e
+
+    def run(label, tok_s, rnd):
+        return {"backend": label, "round": rnd, "configs": [{"batch": 16, "context": 16384, "decode_tok_s": tok_s}]}
+
+    results = [run("lessismore", 1700.0, 1), run("FLASH_ATTN", 800.0, 1), run("lessismore", 1500.0, 2),
+               run("FLASH_ATTN", 840.0, 2), run("lessismore", 1600.0, 3), run("FLASH_ATTN", 820.0, 3)]
+    (row,) = bench_e2e.ratios(results)
+    assert row["lessismore_tok_s"] == 1600.0 and row["FLASH_ATTN_tok_s"] == 820.0  # medians, not the best run
+    assert row["speedup_vs_FLASH_ATTN"] == round(1600.0 / 820.0, 3)
+    assert row["lessismore_tok_s_range"] == [1500.0, 1700.0]
+    assert row["FLASH_ATTN_tok_s_range"] == [800.0, 840.0]
