@@ -43,8 +43,8 @@ def register() -> None:
 
 
 try:
-    import vllm  # noqa: F401
+    import vllm
 except ImportError:  # the algorithm modules work without vLLM
-    pass
-else:
+    vllm = None
+if vllm is not None:
     register()

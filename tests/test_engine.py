@@ -53,6 +53,7 @@ def test_sparse_budget_each_request_own_selection(tiny_models, tmp_path):
     selections = [r for r in records if r["role"] == "selection"]
     sparse = [r for r in records if r["role"] == "sparse"]
     assert len({r["row"] for r in selections}) >= 8, "every decode row selected"
+    assert len({r["row"] for r in sparse}) >= 8, "every decode row went through the sparse layers"
     split = budget_split(10**6, budget)
     latest = {}
     for r in records:  # records are in execution order within the worker
