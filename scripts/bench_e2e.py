@@ -204,7 +204,9 @@ def main() -> None:
         spec = {"model": str(model), "backend": backend, "label": label, "budget": args.budget, "configs": configs,
                 "gen": args.gen, "repeats": args.repeats, "max_model_len": max(c for _, c in configs) + 64,
                 "gpu_memory_utilization": args.gpu_memory_utilization, "tp": args.tp,
-                "engine": json.loads(args.engine), "profile_dir": args.profile}
+                "engine": json.loads(args.engine),
+                "profile_dir": str(Path(args.profile, f"round{rnd + 1}")) if args.profile and args.rounds > 1
+                else args.profile}
         spec_path = Path(tempfile.mkstemp(suffix=".json")[1])
         spec_path.write_text(json.dumps(spec))
         t0 = time.time()
