@@ -34,6 +34,11 @@ DEFAULT_CONFIGS = "1x16384,16x16384,8x32768,16x1024"
 DEFAULT_BACKENDS = "lessismore,FLASH_ATTN,TRITON_ATTN"
 
 
+def file_name(label: str) -> str:
+    """A --backends entry as a file name: only [A-Za-z0-9._-] (the device tool drops files named with + or =)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "-", label)
+
+
 def worker(spec: dict) -> dict:
     import random
 
@@ -51,7 +56,7 @@ def worker(spec: dict) -> dict:
     extra = dict(spec.get("engine", {}))
     if spec.get("profile_dir"):  # vLLM's torch profiler on every worker, started around a few extra steps below
         extra["profiler_config"] = {"profiler": "torch", "torch_profiler_with_stack": False,
-                                    "torch_profiler_dir": str(Path(spec["profile_dir"], name.replace("=", "-")))}
+                                    "torch_profiler_dir": str(Path(spec["profile_dir"], file_name(name)))}
     compilation = {"cudagraph_capture_sizes": batches, **extra.pop("compilation_config", {})}
     llm = LLM(model=spec["model"], load_format="dummy", skip_tokenizer_init=True, dtype="bfloat16",
               max_model_len=spec["max_model_len"], max_num_seqs=max(batches), enable_prefix_caching=True,
@@ -84,7 +89,7 @@ def worker(spec: dict) -> dict:
                "decode_tok_s": round(batch * 1000 / best, 1), "prefill_s": round(prefill_s, 2)}
         print(f"[{name}] {row}", flush=True)
         if spec.get("profile_dir"):  # after the timed passes, so the profiler does not touch the numbers
-            llm.start_profile(profile_prefix=f"{name.replace('=', '-')}_{batch}x{ctx}")
+            llm.start_profile(profile_prefix=f"{file_name(name)}_{batch}x{ctx}")
             llm.generate(prompts, SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True), use_tqdm=False)
             llm.stop_profile()
         out["configs"].append(row)
@@ -198,7 +203,7 @@ def main() -> None:
     runs = [(r, label) for r in range(args.rounds) for label in labels]  # alternating: A B C A B C ...
     for i, (rnd, label) in enumerate(runs):
         backend, *settings = label.split("+")  # lessismore+NAME=value: that engine with NAME=value
-        name = re.sub(r"[^A-Za-z0-9._-]", "-", label) + (f"_round{rnd + 1}" if args.rounds > 1 else "")
+        name = file_name(label) + (f"_round{rnd + 1}" if args.rounds > 1 else "")
         env = {**os.environ, "VLLM_CACHE_ROOT": str(cache_roots / f"{i}-{name}"),
                **dict(kv.split("=", 1) for kv in settings)}
         spec = {"model": str(model), "backend": backend, "label": label, "budget": args.budget, "configs": configs,
