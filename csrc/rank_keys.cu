@@ -8,12 +8,21 @@
 // 9 / 26 us where the Triton bitonic sort took 20 / 86 us at 1 / 16 rows x 32 heads x 1536 (docs/performance.md).
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <algorithm>
 #include <cub/block/block_radix_sort.cuh>
+#include <cub/block/block_scan.cuh>
 #include <torch/extension.h>
 
 namespace {
 
 constexpr int kThreads = 256;
+
+// Order-preserving 32-bit key of an fp32 logit: larger logit = larger key. -0.0 (0x80000000) keeps its bits, which
+// are +0.0's key: equal, as in the oracle.
+__device__ __forceinline__ uint32_t order_key(float x) {
+  const uint32_t bits = __float_as_uint(x);
+  return bits == 0x80000000u ? bits : bits ^ ((bits >> 31) ? 0xFFFFFFFFu : 0x80000000u);
+}
 
 template <int ITEMS>
 __global__ void __launch_bounds__(kThreads)
@@ -33,10 +42,7 @@ __global__ void __launch_bounds__(kThreads)
     const int idx = threadIdx.x * ITEMS + i;  // blocked arrangement: a stable sort keeps the position order of ties
     if (idx < mid) {
       pos[i] = list[idx];
-      const uint32_t bits = __float_as_uint(row_logits[pos[i]]);
-      // larger logit = larger key; -0.0 (0x80000000) keeps its bits, which are +0.0's key: equal, as in the oracle
-      const uint32_t ordered = bits == 0x80000000u ? bits : bits ^ ((bits >> 31) ? 0xFFFFFFFFu : 0x80000000u);
-      key[i] = ~ordered;  // ascending sort = logit descending
+      key[i] = ~order_key(row_logits[pos[i]]);  // ascending sort = logit descending
     } else {
       pos[i] = -1;
       key[i] = 0xFFFFFFFFu;  // after every real entry
@@ -46,6 +52,190 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int i = 0; i < ITEMS; ++i) {
     const int rank = threadIdx.x * ITEMS + i;
+    if (rank < mid) atomicMin(keys + row * stride_kt + pos[i], rank * total_heads + head_offset + head);
+  }
+}
+
+// ---- The per-head top-k and the rank keys in one kernel (replaces FlashInfer's top-k + rank_keys_kernel) ----
+// One block per (row, query head) over the head's candidates logits[lo, lo + n) (lo = sinks, n = L - sinks -
+// recent). A radix select on the order keys finds the mid-th largest in up to three histogram passes (the top 12
+// bits, the next 12 among keys that share them, the last 8; a pass is skipped once its threshold bin is taken
+// whole). A block scan then compacts the winners in position order (every key above the threshold, then the lowest
+// positions among keys equal to it, as the oracle's stable sort has them), and the stable block radix sort above
+// puts them in rank order. The first cache_len candidates' keys stay in shared memory after the first pass
+// (kSelectCache, or kSelectCacheAlone when there are no more blocks than SMs), so such rows read the logits once.
+constexpr int kSelectThreads = 512;
+constexpr int kSelectItems = 4;                        // sort capacity 512 x 4 = 2048 = the largest mid
+constexpr int kSelectBins = 4096;                      // 12-bit digits
+constexpr int kSelectCache = 16384;                    // cached keys (64 KB: two blocks fit an H100 SM)
+constexpr int kSelectCacheAlone = 45056;               // with at most one block per SM: 176 KB
+constexpr int kCompactItems = 8;                       // candidates per thread per compaction chunk
+
+struct Threshold {  // of the keys left in the running: which bin holds the k-th largest, and how many are above it
+  int bin, above, count;
+};
+
+constexpr int kSelectUnroll = 16;                      // loads in flight per thread in a pass over the candidates
+
+// Calls visit(key) for every candidate key (any order). FIRST: reads the logits and caches the first cache_len
+// keys; later passes read the cache (and the logits past it). Each thread keeps kSelectUnroll loads in flight: at
+// batch 1 the pass is latency-bound.
+template <bool FIRST, typename Visit>
+__device__ __forceinline__ void for_each_candidate(const float* src, uint32_t* cache, int cache_len, int n,
+                                                   Visit visit) {
+  for (int base = threadIdx.x; base < n; base += kSelectThreads * kSelectUnroll) {
+    uint32_t key[kSelectUnroll];
+#pragma unroll
+    for (int j = 0; j < kSelectUnroll; ++j) {
+      const int i = base + j * kSelectThreads;
+      if (i < n) key[j] = FIRST || i >= cache_len ? order_key(src[i]) : cache[i];
+    }
+#pragma unroll
+    for (int j = 0; j < kSelectUnroll; ++j) {
+      const int i = base + j * kSelectThreads;
+      if (i < n) {
+        if (FIRST && i < cache_len) cache[i] = key[j];
+        visit(key[j]);
+      }
+    }
+  }
+}
+
+using SelectScan = cub::BlockScan<int, kSelectThreads>;
+using SelectSort = cub::BlockRadixSort<uint32_t, kSelectThreads, kSelectItems, int>;
+
+struct SelectShared {
+  union {
+    typename SelectScan::TempStorage scan;
+    typename SelectSort::TempStorage sort;
+  } cub;
+  union {
+    int hist[kSelectBins];
+    struct {
+      uint32_t key[kSelectThreads * kSelectItems];
+      int pos[kSelectThreads * kSelectItems];
+    } winners;
+  } data;
+  Threshold found;
+};
+
+// The bin holding the k-th largest key of the histogram (bins ascending in key order), the count above it and in it.
+template <int BINS>
+__device__ Threshold find_threshold(SelectShared& sh, int k) {
+  constexpr int kPer = BINS >= kSelectThreads ? BINS / kSelectThreads : 1;
+  const int first = threadIdx.x * kPer;
+  int mine = 0;
+#pragma unroll
+  for (int b = 0; b < kPer; ++b) mine += first + b < BINS ? sh.data.hist[first + b] : 0;
+  int before, total;
+  SelectScan(sh.cub.scan).InclusiveSum(mine, before, total);
+  int above = total - before;  // keys in the bins of higher threads
+#pragma unroll
+  for (int b = kPer - 1; b >= 0; --b) {
+    const int c = first + b < BINS ? sh.data.hist[first + b] : 0;
+    if (above < k && above + c >= k) sh.found = Threshold{first + b, above, c};
+    above += c;
+  }
+  __syncthreads();
+  return sh.found;
+}
+
+// One radix pass: the histogram of the digit (key >> shift) & (BINS - 1) over keys whose bits under mask equal prefix.
+template <int BINS, bool FIRST>
+__device__ Threshold radix_pass(SelectShared& sh, const float* src, uint32_t* cache, int cache_len, int n,
+                                uint32_t mask, uint32_t prefix, int shift, int k) {
+  for (int b = threadIdx.x; b < BINS; b += kSelectThreads) sh.data.hist[b] = 0;
+  __syncthreads();
+  int* hist = sh.data.hist;
+  for_each_candidate<FIRST>(src, cache, cache_len, n, [&](uint32_t key) {
+    if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & (BINS - 1)], 1);
+  });
+  __syncthreads();
+  return find_threshold<BINS>(sh, k);
+}
+
+__global__ void __launch_bounds__(kSelectThreads, 2)
+    rank_keys_from_logits_kernel(const float* __restrict__ logits, const int* __restrict__ seq_lens,
+                                 int* __restrict__ keys, int64_t stride_lr, int64_t stride_lh, int64_t stride_kt,
+                                 int mid, int budget, int sinks, int recent, int total_heads, int head_offset,
+                                 int cache_len) {
+  extern __shared__ __align__(16) uint32_t cache[];
+  __shared__ SelectShared sh;
+  const int row = blockIdx.x, head = blockIdx.y;
+  const int L = seq_lens[row];
+  if (L <= budget) return;  // the row fits the budget: nothing is ranked (uniform per block)
+  const int n = L - sinks - recent;  // > mid, since L > budget
+  const float* src = logits + row * stride_lr + head * stride_lh + sinks;
+
+  // The threshold: keys whose bits under mask are above prefix all win; of those equal to it, the first `take`.
+  Threshold t = radix_pass<kSelectBins, true>(sh, src, cache, cache_len, n, 0u, 0u, 20, mid);
+  uint32_t mask = 0xFFF00000u, prefix = uint32_t(t.bin) << 20;
+  int take = mid - t.above;
+  if (t.count != take) {
+    t = radix_pass<kSelectBins, false>(sh, src, cache, cache_len, n, mask, prefix, 8, take);
+    mask = 0xFFFFFF00u, prefix |= uint32_t(t.bin) << 8, take -= t.above;
+    if (t.count != take) {
+      t = radix_pass<256, false>(sh, src, cache, cache_len, n, mask, prefix, 0, take);
+      mask = 0xFFFFFFFFu, prefix |= uint32_t(t.bin), take -= t.above;
+    }
+  }
+
+  // The winners in position order: chunk by chunk, each thread's kCompactItems consecutive candidates.
+  int greater_base = 0, equal_base = 0;
+  for (int c = 0; c < n; c += kSelectThreads * kCompactItems) {
+    const int first = c + threadIdx.x * kCompactItems;
+    uint32_t k8[kCompactItems];
+    if (first + kCompactItems <= min(n, cache_len)) {  // two 16-byte loads from the cache
+      const uint4* at = reinterpret_cast<const uint4*>(cache + first);
+      const uint4 a = at[0], b = at[1];
+      k8[0] = a.x, k8[1] = a.y, k8[2] = a.z, k8[3] = a.w, k8[4] = b.x, k8[5] = b.y, k8[6] = b.z, k8[7] = b.w;
+    } else {
+#pragma unroll
+      for (int j = 0; j < kCompactItems; ++j) {
+        const int i = first + j;
+        k8[j] = i >= n ? 0u : (i < cache_len ? cache[i] : order_key(src[i]));
+      }
+    }
+    int mine = 0;
+#pragma unroll
+    for (int j = 0; j < kCompactItems; ++j) {
+      const uint32_t m = k8[j] & mask;
+      if (first + j < n) mine += m > prefix ? 1 : (m == prefix ? 1 << 16 : 0);
+    }
+    int before, chunk;
+    SelectScan(sh.cub.scan).ExclusiveSum(mine, before, chunk);
+    int greater = greater_base + (before & 0xFFFF), equal = equal_base + (before >> 16);
+#pragma unroll
+    for (int j = 0; j < kCompactItems; ++j) {
+      if (first + j >= n) break;
+      const uint32_t m = k8[j] & mask;
+      const bool win = m > prefix || (m == prefix && equal < take);
+      if (win) {
+        const int at = greater + min(equal, take);
+        sh.data.winners.key[at] = ~k8[j];  // ascending sort = logit descending
+        sh.data.winners.pos[at] = sinks + first + j;
+      }
+      greater += m > prefix;
+      equal += m == prefix;
+    }
+    greater_base += chunk & 0xFFFF, equal_base += chunk >> 16;
+    __syncthreads();  // the scan storage is reused by the next chunk
+  }
+
+  // Rank order: a stable sort of the winners, which are in position order (ties to the lower position).
+  uint32_t key[kSelectItems];
+  int pos[kSelectItems];
+#pragma unroll
+  for (int i = 0; i < kSelectItems; ++i) {
+    const int idx = threadIdx.x * kSelectItems + i;  // blocked arrangement, as the stable sort needs
+    key[i] = idx < mid ? sh.data.winners.key[idx] : 0xFFFFFFFFu;
+    pos[i] = idx < mid ? sh.data.winners.pos[idx] : -1;
+  }
+  __syncthreads();
+  SelectSort(sh.cub.sort).Sort(key, pos);
+#pragma unroll
+  for (int i = 0; i < kSelectItems; ++i) {
+    const int rank = threadIdx.x * kSelectItems + i;
     if (rank < mid) atomicMin(keys + row * stride_kt + pos[i], rank * total_heads + head_offset + head);
   }
 }
@@ -74,4 +264,38 @@ void rank_keys(torch::Tensor top, torch::Tensor logits, torch::Tensor seq_lens, 
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.def("rank_keys", &rank_keys, "LessIsMore rank keys (CUDA)"); }
+void rank_keys_from_logits(torch::Tensor logits, torch::Tensor seq_lens, torch::Tensor keys, int64_t mid,
+                           int64_t budget, int64_t sinks, int64_t recent, int64_t total_heads, int64_t head_offset) {
+  TORCH_CHECK(logits.dtype() == torch::kFloat32 && keys.dtype() == torch::kInt32 && seq_lens.dtype() == torch::kInt32,
+              "rank_keys_from_logits: fp32 logits, int32 seq_lens and keys");
+  TORCH_CHECK(logits.dim() == 3 && logits.stride(2) == 1 && keys.stride(1) == 1);
+  TORCH_CHECK(mid >= 1 && mid <= kSelectThreads * kSelectItems, "mid must be in [1, 2048]");
+  TORCH_CHECK(seq_lens.size(0) <= logits.size(0) && seq_lens.size(0) <= keys.size(0));
+  const at::cuda::CUDAGuard guard(logits.device());
+  // Cache as many keys as the widest row can have candidates, up to kSelectCache, or kSelectCacheAlone where every
+  // block has an SM to itself (batch 1: 32 blocks): fixed for a given batch and buffer, so a captured graph replays
+  // with the same launch.
+  const int64_t blocks = seq_lens.size(0) * logits.size(1);
+  const int cap = blocks <= at::cuda::getCurrentDeviceProperties()->multiProcessorCount ? kSelectCacheAlone
+                                                                                         : kSelectCache;
+  const int64_t widest = std::max<int64_t>(0, logits.size(2) - sinks - recent);
+  const int cache_len = static_cast<int>(std::min<int64_t>(widest, cap));
+  const int smem = cache_len * static_cast<int>(sizeof(uint32_t));
+  static bool raised = false;  // dynamic shared memory above 48 KB must be allowed, once per process
+  if (smem > 48 * 1024 && !raised) {
+    C10_CUDA_CHECK(cudaFuncSetAttribute(rank_keys_from_logits_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        kSelectCacheAlone * static_cast<int>(sizeof(uint32_t))));
+    raised = true;
+  }
+  if (seq_lens.size(0) == 0) return;
+  const dim3 grid(seq_lens.size(0), logits.size(1));
+  rank_keys_from_logits_kernel<<<grid, kSelectThreads, smem, at::cuda::getCurrentCUDAStream()>>>(
+      logits.data_ptr<float>(), seq_lens.data_ptr<int>(), keys.data_ptr<int>(), logits.stride(0), logits.stride(1),
+      keys.stride(0), mid, budget, sinks, recent, total_heads, head_offset, cache_len);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { 
+  m.def("rank_keys", &rank_keys, "LessIsMore rank keys of FlashInfer's per-head top lists (CUDA)");
+  m.def("rank_keys_from_logits", &rank_keys_from_logits, "LessIsMore per-head top-k and rank keys (CUDA)");
+}

@@ -137,11 +137,12 @@ def check_select_tensor_parallel(seq_lens, num_heads, num_kv_heads, head_dim, bu
 
 
 def check_rank_keys(seq_lens, num_heads, mid, budget, device, launcher=None, seed=0, total_heads=None,
-                    head_offset=0):
+                    head_offset=0, from_logits=False, ties=True):
     """The rank-key step against the oracle (lessismore_vllm.selection.rank_keys): each (row, head) gets its
     oracle top-`mid` positions in ascending order (as FlashInfer's deterministic top-k returns them; -1 for rows
-    that fit the budget) and logits with ties everywhere, zeros of both signs included (the oracle's sort holds
-    -0.0 == +0.0). launcher: csrc/rank_keys.cu's (cuda_ext.rank_keys_launcher()); None = the Triton sort.
+    that fit the budget) and, if ties, logits with ties everywhere, zeros of both signs included (the oracle's sort
+    holds -0.0 == +0.0). launcher: csrc/rank_keys.cu's rank_keys (cuda_ext.rank_keys_launcher()), or with
+    from_logits its rank_keys_from_logits, which finds each head's top-mid itself; None = the Triton sort.
     Tensor parallelism: these num_heads are heads [head_offset, head_offset + num_heads) of total_heads."""
     import triton
 
@@ -151,8 +152,10 @@ def check_rank_keys(seq_lens, num_heads, mid, budget, device, launcher=None, see
     g = torch.Generator().manual_seed(seed)
     rows, width = len(seq_lens), max(seq_lens)
     total_heads = total_heads or num_heads
-    logits = torch.round(torch.randn(rows, num_heads, width, generator=g) * 2) / 2
-    logits[(logits == 0) & (torch.rand(logits.shape, generator=g) < 0.5)] = -0.0
+    logits = torch.randn(rows, num_heads, width, generator=g)
+    if ties:
+        logits = torch.round(logits * 2) / 2
+        logits[(logits == 0) & (torch.rand(logits.shape, generator=g) < 0.5)] = -0.0
     split = BudgetSplit(budget, mid, 4, budget - mid - 4)
     top = torch.full((rows, num_heads, mid), -1, dtype=torch.int32)
     want = torch.full((rows, width), torch.iinfo(torch.int32).max, dtype=torch.int64)
@@ -166,7 +169,9 @@ def check_rank_keys(seq_lens, num_heads, mid, budget, device, launcher=None, see
     keys = torch.full((rows, width), torch.iinfo(torch.int32).max, dtype=torch.int32, device=device)
     lens = torch.tensor(seq_lens, dtype=torch.int32, device=device)
     top, logits = top.to(device), logits.to(device)
-    if launcher is not None:
+    if from_logits:
+        launcher(logits, lens, keys, mid, budget, split.sinks, split.recent, total_heads, head_offset)
+    elif launcher is not None:
         launcher(top, logits, lens, keys, mid, budget, total_heads, head_offset)
     else:
         kernels._rank_keys_kernel[(rows, num_heads)](

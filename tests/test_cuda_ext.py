@@ -50,19 +50,21 @@ def test_startup_choice_names_the_kernel(monkeypatch):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the machine-without-CUDA path")
 def test_rank_keys_kernel_without_cuda_falls_back_with_the_reason(monkeypatch, caplog):
-    """LESSISMORE_RANK_KERNEL=auto where csrc/rank_keys.cu cannot be built: the Triton sort, the reason logged;
-    =triton: the Triton sort without trying. (The kernel itself: tests/gpu/test_kernels_gpu.py::test_rank_keys.)"""
+    """LESSISMORE_RANK_KERNEL=auto where csrc/rank_keys.cu cannot be built: neither of its kernels (the Triton
+    sort after the top-k), the reason logged; =triton: the same without trying. (The kernels themselves:
+    tests/gpu/test_kernels_gpu.py::test_rank_keys and ::test_rank_keys_from_logits.)"""
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     try:
-        cuda_ext.rank_keys_launcher.cache_clear()
+        cuda_ext._rank_module.cache_clear()
         monkeypatch.setenv(cuda_ext.RANK_ENV, "triton")
         with caplog.at_level("WARNING", logger="vllm.lessismore"):
-            assert cuda_ext.rank_keys_launcher() is None
-        assert "rank-key sort" not in caplog.text
-        cuda_ext.rank_keys_launcher.cache_clear()
+            assert cuda_ext.rank_keys_launcher() is None and cuda_ext.rank_from_logits_launcher() is None
+        assert "rank_keys.cu" not in caplog.text
+        cuda_ext._rank_module.cache_clear()
         monkeypatch.setenv(cuda_ext.RANK_ENV, "auto")
         with caplog.at_level("WARNING", logger="vllm.lessismore"):
-            assert cuda_ext.rank_keys_launcher() is None
-        assert "the CUDA rank-key sort cannot run here (no CUDA device)" in caplog.text
+            assert cuda_ext.rank_keys_launcher() is None and cuda_ext.rank_from_logits_launcher() is None
+        assert "csrc/rank_keys.cu cannot run here (no CUDA device)" in caplog.text
+        assert caplog.text.count("cannot run here") == 1, "built (and reported) once per process"
     finally:
-        cuda_ext.rank_keys_launcher.cache_clear()
+        cuda_ext._rank_module.cache_clear()

@@ -64,7 +64,7 @@ def test_selection_top_k_choice_and_bad_value(monkeypatch, fresh_top_k_choice):
     selection._flashinfer_top_k.cache_clear()
     monkeypatch.setenv(selection.TOPK_ENV, "fastest")
     with pytest.raises(ValueError, match="LESSISMORE_SELECTION_TOPK='fastest' is invalid: valid values are auto, "
-                                         "triton"):
+                                         "flashinfer, triton"):
         selection.top_k_choice()
 
 
@@ -88,11 +88,29 @@ def test_flashinfer_top_k_that_cannot_run_falls_back_to_the_radix_kernels(monkey
     assert not calls, "the probe failed before reaching FlashInfer (no CUDA tensors on this machine)"
 
 
+def test_fused_top_k_is_the_default_where_csrc_builds(monkeypatch):
+    """LESSISMORE_SELECTION_TOPK=auto takes csrc/rank_keys.cu's top-k + rank keys where it built (it then also
+    does the rank sort); flashinfer and triton skip it; without it, FlashInfer's top-k or the radix kernels."""
+    built = object()
+    monkeypatch.setattr(cuda_ext, "rank_from_logits_launcher", lambda: built)  # as if csrc/rank_keys.cu had built
+    monkeypatch.setattr(selection, "_flashinfer_top_k", lambda: None)
+    monkeypatch.setenv(selection.TOPK_ENV, "auto")
+    assert selection._fused_rank_keys() is built
+    assert selection.top_k_choice() == "cuda" and selection.rank_sort_choice() == "cuda"
+    for asked in ("flashinfer", "triton"):
+        monkeypatch.setenv(selection.TOPK_ENV, asked)
+        assert selection._fused_rank_keys() is None and selection.top_k_choice() == "triton"
+    monkeypatch.setenv(selection.TOPK_ENV, "auto")
+    monkeypatch.setattr(cuda_ext, "rank_from_logits_launcher", lambda: None)
+    assert selection.top_k_choice() == "triton"
+
+
 def test_rank_sort_is_cuda_only_after_an_ascending_flashinfer_top_k(monkeypatch):
     """csrc/rank_keys.cu follows FlashInfer's top-k only where its lists come in ascending position order (probed
     at startup: the CUDA sort breaks ties by input order); otherwise, and without FlashInfer, the Triton sort."""
     built = object()
     monkeypatch.setattr(cuda_ext, "rank_keys_launcher", lambda: built)  # as if csrc/rank_keys.cu had built
+    monkeypatch.setattr(selection, "_fused_rank_keys", lambda: None)  # as with LESSISMORE_SELECTION_TOPK=flashinfer
 
     def stand_in(logits, ranges, mid):
         raise AssertionError("not called here")

@@ -209,3 +209,16 @@ def test_kernel_specialization_does_not_depend_on_batch_size(monkeypatch):
     assert varying <= dont_specialize, varying - dont_specialize
     if DEVICE == "cuda":
         assert compiled_variants() == compiled_after_one_row, "a larger batch compiled new kernel variants"
+
+
+def test_plan_splits_fills_the_gpu_and_skips_the_combine_near_a_full_wave():
+    from lessismore_vllm.kernels import plan_splits
+    from lessismore_vllm.kernels.sparse_decode import DEFAULT_TUNING
+
+    assert DEFAULT_TUNING.target_programs == 264
+    assert plan_splits(1, 8, 2048) == 32  # max_splits
+    assert plan_splits(8, 8, 2048) == 5  # 320 programs
+    assert plan_splits(16, 8, 2048) == 3
+    assert plan_splits(30, 8, 2048) == 1 and plan_splits(32, 8, 2048) == 1  # 240 / 256 pairs: one split
+    assert plan_splits(29, 8, 2048) == 2  # 232 pairs: below 90% of the target
+    assert plan_splits(1, 8, 100) == 2  # no split emptier than block_n tokens

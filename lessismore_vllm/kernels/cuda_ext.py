@@ -1,10 +1,12 @@
 """The CUDA fast paths in csrc/, built on first use with torch's extension tooling (nvcc + ninja, cached under
 TORCH_EXTENSIONS_DIR), each used where it measured faster than its Triton counterpart, or when asked for:
 
-- csrc/rank_keys.cu: the selection's rank-key sort (each head's top list into rank order, then the rank keys),
-  used by default after FlashInfer's top-k: a CUB block radix sort, 2.2-3.3x faster than the Triton bitonic sort
-  on the H100 (docs/performance.md). LESSISMORE_RANK_KERNEL = "auto" (default: CUDA where it builds, else Triton,
-  the reason logged once) or "triton".
+- csrc/rank_keys.cu: the selection's ranking of each head. By default one kernel takes each head's logits to its
+  top-mid, sorts them into rank order and writes the rank keys (rank_keys_from_logits); with
+  LESSISMORE_SELECTION_TOPK=flashinfer, FlashInfer's top-k runs first and rank_keys sorts its lists (a CUB block
+  radix sort, 2.2-3.3x faster than the Triton bitonic sort on the H100, docs/performance.md).
+  LESSISMORE_RANK_KERNEL = "auto" (default: CUDA where it builds, else Triton, the reason logged once) or
+  "triton".
 - csrc/sparse_decode.cu: the sparse-decode split phase, launched instead of the Triton split kernel when
   LESSISMORE_SPARSE_KERNEL = "cuda" (default "triton": it measured faster). The Triton combine kernel finishes
   both, so the two differ only in how they gather and reduce. Where the CUDA kernel cannot run (no nvcc, no csrc/
@@ -32,7 +34,7 @@ GROUPS = (4, 8)  # GQA groups instantiated in csrc/sparse_decode.cu
 HEAD_DIM = 128
 RANK_ENV = "LESSISMORE_RANK_KERNEL"
 RANK_SOURCE = CSRC / "rank_keys.cu"
-RANK_MAX_MID = 2048  # csrc/rank_keys.cu sorts up to 256 threads x 8 entries per head
+RANK_MAX_MID = 2048  # csrc/rank_keys.cu sorts up to 2048 entries per head (both kernels)
 
 _module = None
 _tried = False
@@ -82,19 +84,31 @@ def rank_kernel_asked() -> str:
 
 
 @functools.cache
-def rank_keys_launcher():
-    """csrc/rank_keys.cu's rank_keys(top, logits, seq_lens, keys, mid, budget, total_heads, head_offset), or None
-    for the Triton sort: asked for (LESSISMORE_RANK_KERNEL=triton), Triton's interpreter, or the kernel cannot be
-    built here (the reason logged once). Decided once per process, at engine start
-    (selection.rank_sort_choice)."""
+def _rank_module():
+    """csrc/rank_keys.cu built, or None: not asked for (LESSISMORE_RANK_KERNEL=triton), Triton's interpreter, or it
+    cannot be built here (the reason logged once). Decided once per process, at engine start
+    (selection.top_k_choice, selection.rank_sort_choice)."""
     if rank_kernel_asked() == "triton" or os.environ.get("TRITON_INTERPRET") == "1":
         return None
     module, reason = _build(RANK_SOURCE)
     if module is None:
-        logger.warning("LessIsMore: the CUDA rank-key sort cannot run here (%s); the Triton sort runs instead "
-                       "(slower selection layers)", reason)
-        return None
-    return module.rank_keys
+        logger.warning("LessIsMore: csrc/rank_keys.cu cannot run here (%s); the selection ranks each head with "
+                       "FlashInfer's top-k and the Triton sort instead (slower selection layers)", reason)
+    return module
+
+
+def rank_keys_launcher():
+    """csrc/rank_keys.cu's rank_keys(top, logits, seq_lens, keys, mid, budget, total_heads, head_offset): the rank
+    keys of FlashInfer's per-head top lists; None where the module is not used (_rank_module)."""
+    module = _rank_module()
+    return None if module is None else module.rank_keys
+
+
+def rank_from_logits_launcher():
+    """csrc/rank_keys.cu's rank_keys_from_logits(logits, seq_lens, keys, mid, budget, sinks, recent, total_heads,
+    head_offset): each head's top-mid and the rank keys in one kernel; None where the module is not used."""
+    module = _rank_module()
+    return None if module is None else module.rank_keys_from_logits
 
 
 def startup_choice(head_dim: int, group: int) -> str:

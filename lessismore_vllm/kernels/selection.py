@@ -4,8 +4,10 @@ reference.decode_logits):
 1. `_decode_logits_kernel`: logits of each decode query against its keys, read through the block table (or, for
    a selection layer's decode-only step, sparse_decode.dense_decode_with_logits: the same logits from the pass
    that computes the layer's attention).
-2. Each (row, query head)'s top-`mid` logits. On CUDA: FlashInfer's ragged radix top-k, ties to the lower position
-   (_flashinfer_top_k; mid <= FLASHINFER_MAX_TOP_K). Elsewhere (Triton's interpreter on CPU, larger budgets) or with
+2. Each (row, query head)'s top-`mid` logits and the rank keys. On CUDA, by default, one kernel does all of this step
+   (csrc/rank_keys.cu's rank_keys_from_logits: a radix select, then a stable sort, per (row, head); mid <= 2048).
+   With LESSISMORE_SELECTION_TOPK=flashinfer (or where csrc/ does not build): FlashInfer's ragged radix top-k, ties
+   to the lower position (_flashinfer_top_k; mid <= FLASHINFER_MAX_TOP_K). Elsewhere (Triton's interpreter on CPU, larger budgets) or with
    LESSISMORE_SELECTION_TOPK=triton: a radix select split across many programs: 4 rounds of 8-bit digit
    histograms summed into a per-head global histogram (`_radix_hist_kernel`), per-tile counts above and at the
    threshold (`_radix_count_kernel`), and `_radix_collect_kernel`, which writes the winners in position order
@@ -48,7 +50,10 @@ RADIX_WARPS = 4  # warps per program of the radix-select kernels
 RANK_KEYS_WARPS = 32  # warps per (row, head) program of the rank-key sort (H100: 5-17% less selection time than 8)
 logger = logging.getLogger("vllm.lessismore")
 FLASHINFER_MAX_TOP_K = 2048  # FlashInfer 0.6.14's ragged top-k: k = 1536 ran, 3072 failed ("operation not supported")
-TOPK_ENV = "LESSISMORE_SELECTION_TOPK"  # "auto": FlashInfer's top-k where it runs; "triton": the radix kernels
+TOPK_ENV = "LESSISMORE_SELECTION_TOPK"
+# "auto": csrc/rank_keys.cu's per-head top-k + rank keys where it builds, else FlashInfer's top-k, else the radix
+# kernels; "flashinfer": FlashInfer's top-k (then csrc/rank_keys.cu's or the Triton sort); "triton": the radix kernels
+TOPK_CHOICES = ("auto", "flashinfer", "triton")
 BATCH_DEPENDENT_ARGS = ["programs", "rows"]  # runtime values, never specialised on (sparse_decode.BATCH_DEPENDENT_ARGS)
 
 
@@ -400,8 +405,7 @@ def _flashinfer_top_k() -> Callable | None:
     """Each head's top `mid` candidate positions by FlashInfer's radix top-k (ties to the lower position, as in
     the oracle), as [rows, Hq, mid] int32; None where FlashInfer cannot run (no package, no CUDA, Triton's
     interpreter, a failed first call: logged) or LESSISMORE_SELECTION_TOPK=triton asks for the radix kernels."""
-    choice = env_choice(TOPK_ENV, ("auto", "triton"), "auto")
-    if choice == "triton" or os.environ.get("TRITON_INTERPRET") == "1":
+    if _top_k_asked() == "triton" or os.environ.get("TRITON_INTERPRET") == "1":
         return None
     try:
         import flashinfer
@@ -437,8 +441,24 @@ def _flashinfer_top_k() -> Callable | None:
     return top_k
 
 
+def _top_k_asked() -> str:
+    """LESSISMORE_SELECTION_TOPK; a bad value names the variable and the valid values."""
+    return env_choice(TOPK_ENV, TOPK_CHOICES, "auto")
+
+
+def _fused_rank_keys() -> Callable | None:
+    """csrc/rank_keys.cu's rank_keys_from_logits (each head's top-mid, rank order and rank keys in one kernel) where
+    LESSISMORE_SELECTION_TOPK=auto and it builds (cuda_ext.rank_from_logits_launcher); else None."""
+    if _top_k_asked() != "auto":
+        return None
+    return cuda_ext.rank_from_logits_launcher()
+
+
 def top_k_choice() -> str:
-    """Which per-head top-k the selection runs on CUDA: "flashinfer" or "triton" (startup log line)."""
+    """Which per-head top-k the selection runs on CUDA: "cuda" (csrc/rank_keys.cu, top-k and rank keys in one
+    kernel), "flashinfer" or "triton" (startup log line). A bad LESSISMORE_SELECTION_TOPK fails here."""
+    if _fused_rank_keys() is not None:
+        return "cuda"
     return "triton" if _flashinfer_top_k() is None else "flashinfer"
 
 
@@ -456,7 +476,7 @@ def rank_sort_choice() -> str:
     """Which sort puts each head's top-k into rank order: "cuda" or "triton" (startup log line). The CUDA kernel
     is built here, at engine start; a bad LESSISMORE_RANK_KERNEL fails here, whichever sort runs."""
     cuda_ext.rank_kernel_asked()
-    return "triton" if _cuda_rank_keys() is None else "cuda"
+    return "cuda" if _fused_rank_keys() is not None or _cuda_rank_keys() is not None else "triton"
 
 
 def _programs_per_segment(segments: int, tiles: int) -> int:
@@ -471,8 +491,10 @@ def _select_triton(logits, block_table, seq_lens, block_size, num_heads, budget,
     max_len = block_table.shape[1] * block_size
     device = seq_lens.device
     ranked = logits is not None
-    flashinfer_top_k = None
-    if ranked and split.mid <= FLASHINFER_MAX_TOP_K:
+    fused_rank_keys = flashinfer_top_k = None
+    if ranked and split.mid <= cuda_ext.RANK_MAX_MID:
+        fused_rank_keys = _fused_rank_keys()  # None without CUDA
+    if ranked and fused_rank_keys is None and split.mid <= FLASHINFER_MAX_TOP_K:
         flashinfer_top_k = _flashinfer_top_k()  # None without CUDA
     tiles = triton.cdiv(max_len, SELECT_TILE)
     # One buffer for both selects' histograms: [rows, Hq + 1, 4, 256] (segment Hq = the union's); the rank keys.
@@ -514,24 +536,28 @@ def _select_triton(logits, block_table, seq_lens, block_size, num_heads, budget,
             ROUNDS=rounds, MAX_TILES=triton.next_power_of_2(tiles), CACHE_BLOCK=block_size, **kind,
         )
 
-    # 1. each head's top `mid` logits (FlashInfer's top-k where it runs, else the radix select: in position
-    # order, packed with their keys), then rank keys per row
-    if flashinfer_top_k is not None:
-        scratch = flashinfer_top_k(logits, ranges, split.mid)
+    # 1. rank keys per row from each head's top `mid` logits: top-k, rank order and keys in one CUDA kernel, or
+    # FlashInfer's top-k where it runs, else the radix select (in position order, packed with their keys), each
+    # followed by a rank sort
+    if fused_rank_keys is not None:
+        fused_rank_keys(logits, seq_lens, keys, split.mid, budget, split.sinks, split.recent, total_heads, head_offset)
     else:
-        scratch = torch.empty(rows, num_heads, split.mid, device=device, dtype=torch.int64)
-        radix_select(logits, logits.stride(1), num_heads, hist, tile_counts, scratch,
-                     (scratch.stride(0), scratch.stride(1)), True, 0)
-    rank_keys_cuda = _cuda_rank_keys() if flashinfer_top_k is not None else None
-    if rank_keys_cuda is not None and split.mid <= cuda_ext.RANK_MAX_MID:  # csrc/rank_keys.cu: a CUB radix sort
-        rank_keys_cuda(scratch, logits, seq_lens, keys, split.mid, budget, total_heads, head_offset)
-    else:
-        _rank_keys_kernel[(rows, num_heads)](
-            scratch, seq_lens, keys, logits, scratch.stride(0), scratch.stride(1), keys.stride(0), logits.stride(0),
-            logits.stride(1), head_offset, TOTAL_HEADS=total_heads, BUDGET=budget, MID=split.mid,
-            MID_PAD=triton.next_power_of_2(split.mid), FROM_POSITIONS=flashinfer_top_k is not None,
-            num_warps=RANK_KEYS_WARPS,
-        )
+        if flashinfer_top_k is not None:
+            scratch = flashinfer_top_k(logits, ranges, split.mid)
+        else:
+            scratch = torch.empty(rows, num_heads, split.mid, device=device, dtype=torch.int64)
+            radix_select(logits, logits.stride(1), num_heads, hist, tile_counts, scratch,
+                         (scratch.stride(0), scratch.stride(1)), True, 0)
+        rank_keys_cuda = _cuda_rank_keys() if flashinfer_top_k is not None else None
+        if rank_keys_cuda is not None and split.mid <= cuda_ext.RANK_MAX_MID:  # csrc/rank_keys.cu: CUB radix sort
+            rank_keys_cuda(scratch, logits, seq_lens, keys, split.mid, budget, total_heads, head_offset)
+        else:
+            _rank_keys_kernel[(rows, num_heads)](
+                scratch, seq_lens, keys, logits, scratch.stride(0), scratch.stride(1), keys.stride(0),
+                logits.stride(0), logits.stride(1), head_offset, TOTAL_HEADS=total_heads, BUDGET=budget,
+                MID=split.mid, MID_PAD=triton.next_power_of_2(split.mid),
+                FROM_POSITIONS=flashinfer_top_k is not None, num_warps=RANK_KEYS_WARPS,
+            )
     if combine_keys is not None:
         combine_keys(keys)
     # 2. the union: the row's `mid` smallest rank keys, written in position order between sinks and recent window

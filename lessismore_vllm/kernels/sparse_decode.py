@@ -151,8 +151,12 @@ def _combine_splits_kernel(
 def plan_splits(rows: int, num_kv_heads: int, width: int, tuning: SparseDecodeTuning = DEFAULT_TUNING) -> int:
     """Splits per (row, KV head), from static sizes only, so a captured graph replays for any counts: enough
     programs to fill the GPU, none emptier than block_n tokens at full width. The kernel divides each row's own
-    count over them."""
+    count over them. Where the (row, KV head) programs alone nearly fill the GPU (>= 90% of the target), one split:
+    no combine kernel (H100, 32 x 16K/32K: 101.5-101.8 us instead of 104.0-104.1 with two splits,
+    docs/performance.md)."""
     block_n = tuning.block_n
+    if rows * num_kv_heads * 10 >= tuning.target_programs * 9:
+        return 1
     splits = max(1, min(tuning.max_splits, triton.cdiv(tuning.target_programs, max(1, rows * num_kv_heads)),
                         triton.cdiv(width, block_n)))
     per_split = triton.cdiv(triton.cdiv(width, splits), block_n) * block_n

@@ -46,11 +46,17 @@ def test_select(dtype, num_heads, num_kv_heads, head_dim, batch, budget, top_k):
     check_select(lens(batch, 1, 4 * budget, batch), num_heads, num_kv_heads, head_dim, budget, dtype, "cuda")
 
 
-@pytest.fixture(params=["flashinfer", "radix"])
+@pytest.fixture(params=["cuda", "flashinfer", "radix"])
 def top_k(request, monkeypatch):
-    """The selection's per-head top-k: FlashInfer's (the default on CUDA) or the Triton radix kernels."""
+    """The selection's per-head top-k: csrc/rank_keys.cu's top-k + rank keys (the default on CUDA), FlashInfer's, or
+    the Triton radix kernels."""
     from lessismore_vllm.kernels import selection
 
+    if request.param == "cuda":
+        if selection.top_k_choice() != "cuda":
+            pytest.skip("csrc/rank_keys.cu did not build here (see the warning)")
+        return request.param
+    monkeypatch.setattr(selection, "_fused_rank_keys", lambda: None)
     if request.param == "radix":
         monkeypatch.setattr(selection, "_flashinfer_top_k", lambda: None)
     elif selection.top_k_choice() != "flashinfer":
@@ -83,6 +89,48 @@ def test_rank_keys(seq_lens, mid, budget, kernel):
         check_rank_keys(seq_lens, 32, mid, budget, "cuda", launcher, seed=1, total_heads=64, head_offset=32)
 
 
+@pytest.mark.parametrize("seq_lens,mid,budget", [([16384], 1536, 2048), ([9000, 2048, 0, 5000, 2049], 1536, 2048),
+                                                  ([3000, 700], 700, 1200), ([600, 800], 1, 513),
+                                                  ([7000, 6000], 2048, 2600), ([50000], 1536, 2048),
+                                                  ([21000] * 4 + [3000], 1536, 2048)])
+@pytest.mark.parametrize("ties", [True, False])
+def test_rank_keys_from_logits(seq_lens, mid, budget, ties):
+    """csrc/rank_keys.cu's per-head top-k + rank keys against the oracle: ties everywhere (the last radix pass and
+    the tie-break to the lower position) or none (a pass skipped once its bin is taken whole), rows that fit the
+    budget, rows with more candidates than the kernel caches in shared memory (45056 with one block per SM:
+    50000; 16384 with more blocks than SMs: 5 rows x 32 heads of 21000), and a tensor-parallel rank's keys."""
+    from lessismore_vllm.kernels import cuda_ext
+
+    launcher = cuda_ext.rank_from_logits_launcher()
+    if launcher is None:
+        pytest.skip("csrc/rank_keys.cu did not build here (see the warning)")
+    check_rank_keys(seq_lens, 32, mid, budget, "cuda", launcher, from_logits=True, ties=ties)
+    if len(seq_lens) > 1:  # tensor parallelism: these 32 heads are heads 32-63 of 64 (rank 1 of 2)
+        check_rank_keys(seq_lens, 32, mid, budget, "cuda", launcher, seed=1, total_heads=64, head_offset=32,
+                        from_logits=True, ties=ties)
+
+
+def test_rank_keys_from_logits_all_equal():
+    """Every logit equal: one histogram bin holds every candidate in every pass, and the ranks follow positions."""
+    from lessismore_vllm.kernels import cuda_ext
+    from lessismore_vllm.selection import BudgetSplit, rank_keys
+
+    launcher = cuda_ext.rank_from_logits_launcher()
+    if launcher is None:
+        pytest.skip("csrc/rank_keys.cu did not build here (see the warning)")
+    split = BudgetSplit(2048, 1536, 4, 508)
+    logits = torch.full((2, 8, 17000), 0.5)
+    logits[1, :, ::3] = -0.0  # and zeros of both signs
+    logits[1, :, 1::3] = 0.0
+    keys = torch.full((2, 17000), torch.iinfo(torch.int32).max, dtype=torch.int32, device="cuda")
+    launcher(logits.cuda(), torch.tensor([17000, 9000], dtype=torch.int32, device="cuda"), keys, 1536, 2048, 4, 508,
+             8, 0)
+    want = torch.full((2, 17000), torch.iinfo(torch.int32).max, dtype=torch.int64)
+    want[0] = rank_keys(logits[0], split)
+    want[1, :9000] = rank_keys(logits[1, :, :9000], split)
+    assert torch.equal(keys.cpu().long(), want)
+
+
 def test_flashinfer_returns_ascending_positions():
     """csrc/rank_keys.cu breaks ties by the input order, so it runs only where FlashInfer's top-k returns each
     list's positions in ascending order (probed at startup); FlashInfer 0.6.14 does."""
@@ -99,6 +147,7 @@ def test_select_with_flashinfer_and_the_triton_rank_sort(monkeypatch):
     """The whole selection with FlashInfer's top-k followed by the Triton sort (where csrc/ does not build)."""
     from lessismore_vllm.kernels import selection
 
+    monkeypatch.setattr(selection, "_fused_rank_keys", lambda: None)
     if selection.top_k_choice() != "flashinfer":
         pytest.skip("FlashInfer's top-k is unavailable here")
     monkeypatch.setattr(selection, "_cuda_rank_keys", lambda: None)
