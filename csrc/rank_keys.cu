@@ -281,8 +281,9 @@ void rank_keys_from_logits(torch::Tensor logits, torch::Tensor seq_lens, torch::
   const int64_t widest = std::max<int64_t>(0, logits.size(2) - sinks - recent);
   const int cache_len = static_cast<int>(std::min<int64_t>(widest, cap));
   const int smem = cache_len * static_cast<int>(sizeof(uint32_t));
-  static bool raised = false;  // dynamic shared memory above 48 KB must be allowed, once per process
-  if (smem > 48 * 1024 && !raised) {
+  // Static + dynamic shared memory above 48 KB must be allowed (the static part is ~35 KB): once per process.
+  static bool raised = false;
+  if (!raised) {
     C10_CUDA_CHECK(cudaFuncSetAttribute(rank_keys_from_logits_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         kSelectCacheAlone * static_cast<int>(sizeof(uint32_t))));
     raised = true;
