@@ -145,12 +145,14 @@ def plot(path: str) -> None:
         vals = [per[k] for k in keys if k in per]
         med = [v["decode_tok_s"] for v in vals]
         err = [[m - v["min"] for m, v in zip(med, vals)], [v["max"] - m for m, v in zip(med, vals)]]
-        ax.bar(xs, med, width, label=name, yerr=err if any(v["rounds"] > 1 for v in vals) else None, capsize=2)
+        engines = max(v["rounds"] for v in vals)  # fewer than --rounds where a run was cut short
+        label = name if data.get("rounds", 1) == 1 else f"{name} (median of {engines} engine{'s' * (engines > 1)})"
+        ax.bar(xs, med, width, label=label, yerr=err if engines > 1 else None, capsize=2)
     ax.set_xticks([j + width * (len(by) - 1) / 2 for j in range(len(labels))], labels)
     ax.set_ylabel("decode tokens/s")
     ax.set_title(f"Qwen3-8B shape, dummy weights, {data.get('device', '')}, vLLM {data.get('vllm', '')}, "
                  f"budget {data.get('budget')}"
-                 + (f", median of {data['rounds']} engines each" if data.get("rounds", 1) > 1 else ""), fontsize=9)
+                 + (f", --rounds {data['rounds']}" if data.get("rounds", 1) > 1 else ""), fontsize=9)
     ax.legend()
     fig.tight_layout()
     fig.savefig(Path(path).with_suffix(".png"), dpi=120)

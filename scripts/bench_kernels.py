@@ -178,6 +178,20 @@ def profile_selection(batch: int, L: int, budget: int, iters: int = 20) -> dict:
     return {"batch": batch, "L": L, "budget": budget, "kernel_us_per_step": per_kernel, "total_us": total}
 
 
+def with_top_k(choice: str, fn):
+    """fn() with the selection's per-head ranking forced to "flashinfer" (FlashInfer's top-k, then the rank sort) or
+    "radix" (the Triton radix kernels) instead of the default (csrc/rank_keys.cu's top-k + rank keys), for
+    comparison. FlashInfer's top-k builds on its first use (minutes on a fresh machine)."""
+    saved = selection_module._fused_rank_keys, selection_module._flashinfer_top_k
+    selection_module._fused_rank_keys = lambda: None
+    if choice == "radix":
+        selection_module._flashinfer_top_k = lambda: None
+    try:
+        return fn()
+    finally:
+        selection_module._fused_rank_keys, selection_module._flashinfer_top_k = saved
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
@@ -273,12 +287,8 @@ def main() -> None:
                 t_layer_fused = per_layer(select_layer_fused)
                 t_csrc = csrc and per_layer(lambda x: sparse(x, kernel="cuda"))
                 t_select = per_layer(select_step)
-                top_k = selection_module._flashinfer_top_k
-                selection_module._flashinfer_top_k = lambda: None  # the Triton radix top-k, for comparison
-                try:
-                    t_select_radix = per_layer(select_step)
-                finally:
-                    selection_module._flashinfer_top_k = top_k
+                t_select_flashinfer = with_top_k("flashinfer", lambda: per_layer(select_step))
+                t_select_radix = with_top_k("radix", lambda: per_layer(select_step))
                 t_select_torch = per_layer(lambda x: select_step(x, "torch"))
                 pos, cnt, slots = bufs[id(c)]
                 width = c.bt.shape[1] * BS
@@ -299,6 +309,7 @@ def main() -> None:
                     "sparse_speedup_vs_triton": t_triton and t_triton / t_sparse,
                     "selection_step_ms": t_select, "selection_logits_ms": t_logits,
                     "selection_top_k": selection_module.top_k_choice(), "selection_step_radix_top_k_ms": t_select_radix,
+                    "selection_step_flashinfer_top_k_ms": t_select_flashinfer,
                     "rank_sort": selection_module.rank_sort_choice(),  # csrc/rank_keys.cu ("cuda") or Triton
                     "selection_step_torch_union_ms": t_select_torch, "torch_union_only_ms": t_union,
                     "torch_slots_only_ms": t_slots,
@@ -317,7 +328,7 @@ def main() -> None:
                       f"({row.get('sparse_pct_peak', 0):4.1f}%) x{row['sparse_speedup_vs_fa3']:5.2f} vs FA3 | "
                       f"csrc {t_csrc or 0:6.3f} ms ({row.get('csrc_pct_peak', 0):4.1f}%) | "
                       f"select {t_select:6.3f} (top-k {row['selection_top_k']}, rank sort {row['rank_sort']}; "
-                      f"radix top-k {t_select_radix:.3f}; "
+                      f"flashinfer top-k {t_select_flashinfer:.3f}; radix top-k {t_select_radix:.3f}; "
                       f"logits {t_logits:.3f}; torch-union variant {t_select_torch:.3f}) "
                       f"layer: FA3 + select {row['selection_layer_separate_vs_dense_layer']:5.2f}x dense, "
                       f"fused {t_layer_fused:6.3f} ms {row['selection_layer_vs_dense_layer']:5.2f}x", flush=True)

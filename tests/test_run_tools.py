@@ -80,3 +80,27 @@ def test_bench_e2e_rounds_compare_medians_and_report_the_spread():
     assert row["speedup_vs_FLASH_ATTN"] == round(1600.0 / 820.0, 3)
     assert row["lessismore_tok_s_range"] == [1500.0, 1700.0]
     assert row["FLASH_ATTN_tok_s_range"] == [800.0, 840.0]
+
+
+def test_bench_e2e_plot_names_how_many_engines_each_bar_is_the_median_of(tmp_path, monkeypatch):
+    """A run cut short (here FLASH_ATTN's second round never finished) plots each entry's median over the engines
+    it has, and says how many that is, instead of the rounds asked for."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import json
+
+    import bench_e2e
+    import matplotlib.axes
+
+    def run(label, tok_s, rnd):
+        return {"backend": label, "round": rnd, "configs": [{"batch": 1, "context": 16384, "decode_tok_s": tok_s}]}
+
+    path = tmp_path / "bench_e2e.json"
+    path.write_text(json.dumps({"rounds": 2, "device": "GPU", "vllm": "0", "budget": 2048, "results": [
+        run("lessismore", 144.2, 1), run("FLASH_ATTN", 131.5, 1), run("lessismore", 142.9, 2)]}))
+    labels = []
+    real_bar = matplotlib.axes.Axes.bar
+    monkeypatch.setattr(matplotlib.axes.Axes, "bar",
+                        lambda self, *a, **k: labels.append(k["label"]) or real_bar(self, *a, **k))
+    bench_e2e.plot(str(path))
+    assert labels == ["lessismore (median of 2 engines)", "FLASH_ATTN (median of 1 engine)"]
+    assert path.with_suffix(".png").stat().st_size > 0
