@@ -63,7 +63,8 @@ __global__ void __launch_bounds__(kThreads)
 // whole). A block scan then compacts the winners in position order (every key above the threshold, then the lowest
 // positions among keys equal to it, as the oracle's stable sort has them), and the stable block radix sort above
 // puts them in rank order. The first cache_len candidates' keys stay in shared memory after the first pass
-// (kSelectCache, or kSelectCacheAlone when there are no more blocks than SMs), so such rows read the logits once.
+// (kSelectCache, or kSelectCacheAlone when there are no more blocks than SMs; less on GPUs with less shared memory),
+// so such rows read the logits once.
 constexpr int kSelectThreads = 512;
 constexpr int kSelectItems = 4;                        // sort capacity 512 x 4 = 2048 = the largest mid
 constexpr int kSelectBins = 4096;                      // 12-bit digits
@@ -272,22 +273,29 @@ void rank_keys_from_logits(torch::Tensor logits, torch::Tensor seq_lens, torch::
   TORCH_CHECK(mid >= 1 && mid <= kSelectThreads * kSelectItems, "mid must be in [1, 2048]");
   TORCH_CHECK(seq_lens.size(0) <= logits.size(0) && seq_lens.size(0) <= keys.size(0));
   const at::cuda::CUDAGuard guard(logits.device());
+  // Once per process: the most keys this GPU lets a block cache beside the kernel's static shared memory (~35 KB),
+  // at most kSelectCacheAlone, and the kernel allowed that much (static + dynamic above 48 KB needs the attribute).
+  static int max_cache = -1;
+  if (max_cache < 0) {
+    cudaFuncAttributes attr;
+    C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, rank_keys_from_logits_kernel));
+    const int64_t room = static_cast<int64_t>(at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin) -
+                         static_cast<int64_t>(attr.sharedSizeBytes);
+    const int most = static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(kSelectCacheAlone, room / 4)));
+    C10_CUDA_CHECK(cudaFuncSetAttribute(rank_keys_from_logits_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        most * static_cast<int>(sizeof(uint32_t))));
+    max_cache = most;
+  }
   // Cache as many keys as the widest row can have candidates, up to kSelectCache, or kSelectCacheAlone where every
   // block has an SM to itself (batch 1: 32 blocks): fixed for a given batch and buffer, so a captured graph replays
   // with the same launch.
   const int64_t blocks = seq_lens.size(0) * logits.size(1);
-  const int cap = blocks <= at::cuda::getCurrentDeviceProperties()->multiProcessorCount ? kSelectCacheAlone
-                                                                                         : kSelectCache;
+  const int cap = std::min(max_cache, blocks <= at::cuda::getCurrentDeviceProperties()->multiProcessorCount
+                                          ? kSelectCacheAlone
+                                          : kSelectCache);
   const int64_t widest = std::max<int64_t>(0, logits.size(2) - sinks - recent);
   const int cache_len = static_cast<int>(std::min<int64_t>(widest, cap));
   const int smem = cache_len * static_cast<int>(sizeof(uint32_t));
-  // Static + dynamic shared memory above 48 KB must be allowed (the static part is ~35 KB): once per process.
-  static bool raised = false;
-  if (!raised) {
-    C10_CUDA_CHECK(cudaFuncSetAttribute(rank_keys_from_logits_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        kSelectCacheAlone * static_cast<int>(sizeof(uint32_t))));
-    raised = true;
-  }
   if (seq_lens.size(0) == 0) return;
   const dim3 grid(seq_lens.size(0), logits.size(1));
   rank_keys_from_logits_kernel<<<grid, kSelectThreads, smem, at::cuda::getCurrentCUDAStream()>>>(
@@ -296,7 +304,7 @@ void rank_keys_from_logits(torch::Tensor logits, torch::Tensor seq_lens, torch::
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { 
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rank_keys", &rank_keys, "LessIsMore rank keys of FlashInfer's per-head top lists (CUDA)");
   m.def("rank_keys_from_logits", &rank_keys_from_logits, "LessIsMore per-head top-k and rank keys (CUDA)");
 }
