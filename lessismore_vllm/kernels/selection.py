@@ -7,14 +7,14 @@ reference.decode_logits):
 2. Each (row, query head)'s top-`mid` logits and the rank keys. On CUDA, by default, one kernel does all of this step
    (csrc/rank_keys.cu's rank_keys_from_logits: a radix select, then a stable sort, per (row, head); mid <= 2048).
    With LESSISMORE_SELECTION_TOPK=flashinfer (or where csrc/ does not build): FlashInfer's ragged radix top-k, ties
-   to the lower position (_flashinfer_top_k; mid <= FLASHINFER_MAX_TOP_K). Elsewhere (Triton's interpreter on CPU, larger budgets) or with
-   LESSISMORE_SELECTION_TOPK=triton: a radix select split across many programs: 4 rounds of 8-bit digit
-   histograms summed into a per-head global histogram (`_radix_hist_kernel`), per-tile counts above and at the
-   threshold (`_radix_count_kernel`), and `_radix_collect_kernel`, which writes the winners in position order
-   (ties to the lower position, as in the oracle). `_rank_keys_kernel` sorts each head's list into rank order
-   and scatters rank keys rank * Hq + head into a per-row [L] int32 buffer with atomic min: the design note's
-   rank-key form of the rank-major union. After FlashInfer's top-k, csrc/rank_keys.cu (a CUB block radix sort,
-   cuda_ext.rank_keys_launcher) does this step where it builds: 2.2-3.3x faster on the H100.
+   to the lower position (_flashinfer_top_k; mid <= FLASHINFER_MAX_TOP_K). Elsewhere (Triton's interpreter on CPU,
+   larger budgets) or with LESSISMORE_SELECTION_TOPK=triton: a radix select split across many programs: 4 rounds
+   of 8-bit digit histograms summed into a per-head global histogram (`_radix_hist_kernel`), per-tile counts above
+   and at the threshold (`_radix_count_kernel`), and `_radix_collect_kernel`, which writes the winners in position
+   order (ties to the lower position, as in the oracle). `_rank_keys_kernel` sorts each head's list into rank
+   order and scatters rank keys rank * Hq + head into a per-row [L] int32 buffer with atomic min: the design note's
+   rank-key form of the rank-major union. After FlashInfer's top-k, csrc/rank_keys.cu's rank_keys (a CUB block
+   radix sort, cuda_ext.rank_keys_launcher) does this sort where it builds: 2.2-3.3x faster on the H100.
 3. The union: the same radix select over each row's rank keys (unique, so no ties) picks the `mid` smallest and
    writes their positions and physical cache slots, in position order, between the sinks and the recent window.
 Before these, `_prepare_kernel` does in one launch what needs no logits: the sinks and the recent window (every
