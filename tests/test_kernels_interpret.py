@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from kernel_checks import check_rank_keys, check_select, check_sparse_decode
+from kernel_checks import check_rank_keys, check_select, check_select_tensor_parallel, check_sparse_decode
 
 # On CPU, conftest.py turns on TRITON_INTERPRET before anything imports triton.
 
@@ -76,6 +76,34 @@ def test_select_with_a_ragged_top_k_in_place_of_flashinfer(monkeypatch):
     check_select([3000, 0, 2100, 700], 4, 2, 32, budget=1200, dtype=torch.float32, device=DEVICE, fused=True)
     # rows that fit the budget have no candidates; a longer row's count is L - sinks - recent (budget 1200: 4, 296)
     assert 0 in seen_counts and 3000 - 4 - 296 in seen_counts
+
+
+def test_select_with_a_stand_in_for_the_fused_cuda_ranking(monkeypatch):
+    """The default CUDA path of the selection (csrc/rank_keys.cu's rank_keys_from_logits: each head's top-k and the
+    rank keys in one kernel; the kernel itself: tests/gpu) with a stand-in of the same contract, built on the
+    oracle's rank keys: for each row longer than the budget, keys[row, t] = min(keys[row, t], rank * total_heads +
+    head_offset + head) over each head's top `mid` of [sinks, L - recent). What is checked here is the rest of the
+    selection around it: the arguments it gets, the union over its keys, the tensor-parallel all-reduce hook."""
+    from lessismore_vllm.kernels import selection
+    from lessismore_vllm.selection import BudgetSplit, rank_keys
+
+    calls = []
+
+    def rank_keys_from_logits(logits, seq_lens, keys, mid, budget, sinks, recent, total_heads, head_offset):
+        calls.append((mid, budget, sinks, recent, total_heads, head_offset))
+        split = BudgetSplit(budget, mid, sinks, recent)
+        for r, L in enumerate(seq_lens.tolist()):
+            if L > budget:
+                oracle = rank_keys(logits[r, :, :L], split, total_heads, head_offset).to(torch.int32)
+                keys[r, :L] = torch.minimum(keys[r, :L], oracle)
+
+    monkeypatch.setattr(selection, "_fused_rank_keys", lambda: rank_keys_from_logits)
+    monkeypatch.setattr(selection, "_flashinfer_top_k", lambda: pytest.fail("FlashInfer's top-k ran"))
+    check_select([80, 0, 16, 15, 17, 130], 8, 2, 32, budget=16, dtype=torch.float32, device=DEVICE, ties=True)
+    check_select([3000, 0, 2100, 700], 4, 2, 32, budget=1200, dtype=torch.float32, device=DEVICE, fused=True)
+    assert calls[0] == (12, 16, 4, 0, 8, 0) and calls[-1] == (900, 1200, 4, 296, 4, 0)
+    check_select_tensor_parallel([900, 300, 2049], 8, 4, 32, 512, DEVICE)
+    assert calls[-1][4:] == (8, 4)  # the second rank: heads 4-7 of 8
 
 
 def test_rank_keys_from_ascending_top_lists_with_ties_and_signed_zeros():
