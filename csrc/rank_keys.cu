@@ -57,14 +57,6 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // ---- The per-head top-k and the rank keys in one kernel (replaces FlashInfer's top-k + rank_keys_kernel) ----
-// One block per (row, query head) over the head's candidates logits[lo, lo + n) (lo = sinks, n = L - sinks -
-// recent). A radix select on the order keys finds the mid-th largest in up to three histogram passes (the top 12
-// bits, the next 12 among keys that share them, the last 8; a pass is skipped once its threshold bin is taken
-// whole). A block scan then compacts the winners in position order (every key above the threshold, then the lowest
-// positions among keys equal to it, as the oracle's stable sort has them), and the stable block radix sort above
-// puts them in rank order. The first cache_len candidates' keys stay in shared memory after the first pass
-// (kSelectCache, or kSelectCacheAlone when there are no more blocks than SMs; less on GPUs with less shared memory),
-// so such rows read the logits once.
 constexpr int kSelectThreads = 512;
 constexpr int kSelectItems = 4;                        // sort capacity 512 x 4 = 2048 = the largest mid
 constexpr int kSelectBins = 4096;                      // 12-bit digits
@@ -78,18 +70,17 @@ struct Threshold {  // of the keys left in the running: which bin holds the k-th
 
 constexpr int kSelectUnroll = 16;                      // loads in flight per thread in a pass over the candidates
 
-// Calls visit(key) for every candidate key (any order). FIRST: reads the logits and caches the first cache_len
-// keys; later passes read the cache (and the logits past it). Each thread keeps kSelectUnroll loads in flight: at
-// batch 1 the pass is latency-bound.
-template <bool FIRST, typename Visit>
-__device__ __forceinline__ void for_each_candidate(const float* src, uint32_t* cache, int cache_len, int n,
-                                                   Visit visit) {
+// Calls visit(key) for every candidate key (any order). FIRST: loads key i as load(i) and caches the first cache_len
+// keys; later passes read the cache (and load past it). Each thread keeps kSelectUnroll loads in flight: at batch 1
+// the pass is latency-bound.
+template <bool FIRST, typename Load, typename Visit>
+__device__ __forceinline__ void for_each_candidate(Load load, uint32_t* cache, int cache_len, int n, Visit visit) {
   for (int base = threadIdx.x; base < n; base += kSelectThreads * kSelectUnroll) {
     uint32_t key[kSelectUnroll];
 #pragma unroll
     for (int j = 0; j < kSelectUnroll; ++j) {
       const int i = base + j * kSelectThreads;
-      if (i < n) key[j] = FIRST || i >= cache_len ? order_key(src[i]) : cache[i];
+      if (i < n) key[j] = FIRST || i >= cache_len ? load(i) : cache[i];
     }
 #pragma unroll
     for (int j = 0; j < kSelectUnroll; ++j) {
@@ -118,6 +109,7 @@ struct SelectShared {
     } winners;
   } data;
   Threshold found;
+  uint32_t top;  // the largest winning key
 };
 
 // The bin holding the k-th largest key of the histogram (bins ascending in key order), the count above it and in it.
@@ -142,46 +134,44 @@ __device__ Threshold find_threshold(SelectShared& sh, int k) {
 }
 
 // One radix pass: the histogram of the digit (key >> shift) & (BINS - 1) over keys whose bits under mask equal prefix.
-template <int BINS, bool FIRST>
-__device__ Threshold radix_pass(SelectShared& sh, const float* src, uint32_t* cache, int cache_len, int n,
-                                uint32_t mask, uint32_t prefix, int shift, int k) {
+template <int BINS, bool FIRST, typename Load>
+__device__ Threshold radix_pass(SelectShared& sh, Load load, uint32_t* cache, int cache_len, int n, uint32_t mask,
+                                uint32_t prefix, int shift, int k) {
   for (int b = threadIdx.x; b < BINS; b += kSelectThreads) sh.data.hist[b] = 0;
   __syncthreads();
   int* hist = sh.data.hist;
-  for_each_candidate<FIRST>(src, cache, cache_len, n, [&](uint32_t key) {
+  for_each_candidate<FIRST>(load, cache, cache_len, n, [&](uint32_t key) {
     if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & (BINS - 1)], 1);
   });
   __syncthreads();
   return find_threshold<BINS>(sh, k);
 }
 
-__global__ void __launch_bounds__(kSelectThreads, 2)
-    rank_keys_from_logits_kernel(const float* __restrict__ logits, const int* __restrict__ seq_lens,
-                                 int* __restrict__ keys, int64_t stride_lr, int64_t stride_lh, int64_t stride_kt,
-                                 int mid, int budget, int sinks, int recent, int total_heads, int head_offset,
-                                 int cache_len) {
-  extern __shared__ __align__(16) uint32_t cache[];
-  __shared__ SelectShared sh;
-  const int row = blockIdx.x, head = blockIdx.y;
-  const int L = seq_lens[row];
-  if (L <= budget) return;  // the row fits the budget: nothing is ranked (uniform per block)
-  const int n = L - sinks - recent;  // > mid, since L > budget
-  const float* src = logits + row * stride_lr + head * stride_lh + sinks;
+struct Cut {  // the k largest keys: every key whose bits under mask are above prefix, and the first `take` equal to it
+  uint32_t mask, prefix;
+  int take;
+};
 
-  // The threshold: keys whose bits under mask are above prefix all win; of those equal to it, the first `take`.
-  Threshold t = radix_pass<kSelectBins, true>(sh, src, cache, cache_len, n, 0u, 0u, 20, mid);
-  uint32_t mask = 0xFFF00000u, prefix = uint32_t(t.bin) << 20;
-  int take = mid - t.above;
-  if (t.count != take) {
-    t = radix_pass<kSelectBins, false>(sh, src, cache, cache_len, n, mask, prefix, 8, take);
-    mask = 0xFFFFFF00u, prefix |= uint32_t(t.bin) << 8, take -= t.above;
-    if (t.count != take) {
-      t = radix_pass<256, false>(sh, src, cache, cache_len, n, mask, prefix, 0, take);
-      mask = 0xFFFFFFFFu, prefix |= uint32_t(t.bin), take -= t.above;
-    }
-  }
+// The cut of the k largest of n 32-bit keys, in passes over the top 12 bits, the next 12 among keys sharing them
+// and the last 8; a pass is skipped once its threshold bin is taken whole.
+template <typename Load>
+__device__ Cut radix_select(SelectShared& sh, Load load, uint32_t* cache, int cache_len, int n, int k) {
+  Threshold t = radix_pass<kSelectBins, true>(sh, load, cache, cache_len, n, 0u, 0u, 20, k);
+  Cut cut{0xFFF00000u, uint32_t(t.bin) << 20, k - t.above};
+  if (t.count == cut.take) return cut;
+  t = radix_pass<kSelectBins, false>(sh, load, cache, cache_len, n, cut.mask, cut.prefix, 8, cut.take);
+  cut = Cut{0xFFFFFF00u, cut.prefix | uint32_t(t.bin) << 8, cut.take - t.above};
+  if (t.count == cut.take) return cut;
+  t = radix_pass<256, false>(sh, load, cache, cache_len, n, cut.mask, cut.prefix, 0, cut.take);
+  return Cut{~0u, cut.prefix | uint32_t(t.bin), cut.take - t.above};
+}
 
-  // The winners in position order: chunk by chunk, each thread's kCompactItems consecutive candidates.
+// The cut's keys in position order: emit(place, i, key) for each, place = its index among them. Every key above the
+// threshold, and of those equal to it the lowest positions (the oracle's stable sort). Chunk by chunk, each thread's
+// kCompactItems consecutive candidates, placed by a block scan.
+template <typename Load, typename Emit>
+__device__ void compact(SelectShared& sh, Load load, const uint32_t* cache, int cache_len, int n, Cut cut,
+                        Emit emit) {
   int greater_base = 0, equal_base = 0;
   for (int c = 0; c < n; c += kSelectThreads * kCompactItems) {
     const int first = c + threadIdx.x * kCompactItems;
@@ -194,14 +184,14 @@ __global__ void __launch_bounds__(kSelectThreads, 2)
 #pragma unroll
       for (int j = 0; j < kCompactItems; ++j) {
         const int i = first + j;
-        k8[j] = i >= n ? 0u : (i < cache_len ? cache[i] : order_key(src[i]));
+        k8[j] = i >= n ? 0u : (i < cache_len ? cache[i] : load(i));
       }
     }
     int mine = 0;
 #pragma unroll
     for (int j = 0; j < kCompactItems; ++j) {
-      const uint32_t m = k8[j] & mask;
-      if (first + j < n) mine += m > prefix ? 1 : (m == prefix ? 1 << 16 : 0);
+      const uint32_t m = k8[j] & cut.mask;
+      if (first + j < n) mine += m > cut.prefix ? 1 : (m == cut.prefix ? 1 << 16 : 0);
     }
     int before, chunk;
     SelectScan(sh.cub.scan).ExclusiveSum(mine, before, chunk);
@@ -209,19 +199,47 @@ __global__ void __launch_bounds__(kSelectThreads, 2)
 #pragma unroll
     for (int j = 0; j < kCompactItems; ++j) {
       if (first + j >= n) break;
-      const uint32_t m = k8[j] & mask;
-      const bool win = m > prefix || (m == prefix && equal < take);
-      if (win) {
-        const int at = greater + min(equal, take);
-        sh.data.winners.key[at] = ~k8[j];  // ascending sort = logit descending
-        sh.data.winners.pos[at] = sinks + first + j;
+      const uint32_t m = k8[j] & cut.mask;
+      if (m > cut.prefix || (m == cut.prefix && equal < cut.take)) {
+        emit(greater + min(equal, cut.take), first + j, k8[j]);
       }
-      greater += m > prefix;
-      equal += m == prefix;
+      greater += m > cut.prefix;
+      equal += m == cut.prefix;
     }
     greater_base += chunk & 0xFFFF, equal_base += chunk >> 16;
     __syncthreads();  // the scan storage is reused by the next chunk
   }
+}
+
+// One block per (row, query head) over the head's candidates logits[lo, lo + n) (lo = sinks, n = L - sinks -
+// recent): the cut of its mid largest order keys (radix_select), the winners in position order (compact), a stable
+// block radix sort of them into rank order (ties stay in position order), and rank * total_heads + head written to
+// each winner's rank key by atomic min. The sort covers only the bits where the winners' keys can differ (those
+// under the highest bit where the largest winner and the cut's prefix differ). The first cache_len candidates' keys
+// stay in shared memory after the first pass, so such rows read the logits once.
+__global__ void __launch_bounds__(kSelectThreads, 2)
+    rank_keys_from_logits_kernel(const float* __restrict__ logits, const int* __restrict__ seq_lens,
+                                 int* __restrict__ keys, int64_t stride_lr, int64_t stride_lh, int64_t stride_kt,
+                                 int mid, int budget, int sinks, int recent, int total_heads, int head_offset,
+                                 int cache_len) {
+  extern __shared__ __align__(16) uint32_t cache[];
+  __shared__ SelectShared sh;
+  const int row = blockIdx.x, head = blockIdx.y;
+  const int L = seq_lens[row];
+  if (L <= budget) return;  // the row fits the budget: nothing is ranked (uniform per block)
+  const int n = L - sinks - recent;  // > mid, since L > budget
+  const float* src = logits + row * stride_lr + head * stride_lh + sinks;
+  const auto logit_key = [src](int i) { return order_key(src[i]); };
+  if (threadIdx.x == 0) sh.top = 0;
+
+  const Cut cut = radix_select(sh, logit_key, cache, cache_len, n, mid);
+  uint32_t top = 0;
+  compact(sh, logit_key, cache, cache_len, n, cut, [&](int at, int i, uint32_t key) {
+    sh.data.winners.key[at] = ~key;  // ascending sort = logit descending
+    sh.data.winners.pos[at] = sinks + i;
+    top = max(top, key);
+  });
+  atomicMax(&sh.top, top);
 
   // Rank order: a stable sort of the winners, which are in position order (ties to the lower position).
   uint32_t key[kSelectItems];
@@ -229,11 +247,13 @@ __global__ void __launch_bounds__(kSelectThreads, 2)
 #pragma unroll
   for (int i = 0; i < kSelectItems; ++i) {
     const int idx = threadIdx.x * kSelectItems + i;  // blocked arrangement, as the stable sort needs
-    key[i] = idx < mid ? sh.data.winners.key[idx] : 0xFFFFFFFFu;
+    key[i] = idx < mid ? sh.data.winners.key[idx] : 0xFFFFFFFFu;  // padding sorts after every winner (stable)
     pos[i] = idx < mid ? sh.data.winners.pos[idx] : -1;
   }
   __syncthreads();
-  SelectSort(sh.cub.sort).Sort(key, pos);
+  // Every winner lies in [cut.prefix, top], so the bits above the highest one where those two differ are shared.
+  const int end_bit = max(1, 32 - __clz(sh.top ^ cut.prefix));
+  SelectSort(sh.cub.sort).Sort(key, pos, 0, end_bit);
 #pragma unroll
   for (int i = 0; i < kSelectItems; ++i) {
     const int rank = threadIdx.x * kSelectItems + i;
@@ -265,6 +285,28 @@ void rank_keys(torch::Tensor top, torch::Tensor logits, torch::Tensor seq_lens, 
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
+namespace {
+
+// Once per process: the most keys this GPU lets a block cache beside the kernel's static shared memory
+// (~35 KB), at most kSelectCacheAlone, and the kernel allowed that much (static + dynamic above 48 KB needs the
+// attribute, set before the first launch).
+int most_cached_keys() {
+  static const int most = [] {
+    cudaFuncAttributes attr;
+    C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, rank_keys_from_logits_kernel));
+    const int64_t room = static_cast<int64_t>(at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin) -
+                         static_cast<int64_t>(attr.sharedSizeBytes);
+    const int keys = static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(kSelectCacheAlone, room / 4)));
+    C10_CUDA_CHECK(cudaFuncSetAttribute(rank_keys_from_logits_kernel,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        keys * static_cast<int>(sizeof(uint32_t))));
+    return keys;
+  }();
+  return most;
+}
+
+}  // namespace
+
 void rank_keys_from_logits(torch::Tensor logits, torch::Tensor seq_lens, torch::Tensor keys, int64_t mid,
                            int64_t budget, int64_t sinks, int64_t recent, int64_t total_heads, int64_t head_offset) {
   TORCH_CHECK(logits.dtype() == torch::kFloat32 && keys.dtype() == torch::kInt32 && seq_lens.dtype() == torch::kInt32,
@@ -273,26 +315,13 @@ void rank_keys_from_logits(torch::Tensor logits, torch::Tensor seq_lens, torch::
   TORCH_CHECK(mid >= 1 && mid <= kSelectThreads * kSelectItems, "mid must be in [1, 2048]");
   TORCH_CHECK(seq_lens.size(0) <= logits.size(0) && seq_lens.size(0) <= keys.size(0));
   const at::cuda::CUDAGuard guard(logits.device());
-  // Once per process: the most keys this GPU lets a block cache beside the kernel's static shared memory (~35 KB),
-  // at most kSelectCacheAlone, and the kernel allowed that much (static + dynamic above 48 KB needs the attribute).
-  static int max_cache = -1;
-  if (max_cache < 0) {
-    cudaFuncAttributes attr;
-    C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, rank_keys_from_logits_kernel));
-    const int64_t room = static_cast<int64_t>(at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin) -
-                         static_cast<int64_t>(attr.sharedSizeBytes);
-    const int most = static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(kSelectCacheAlone, room / 4)));
-    C10_CUDA_CHECK(cudaFuncSetAttribute(rank_keys_from_logits_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        most * static_cast<int>(sizeof(uint32_t))));
-    max_cache = most;
-  }
   // Cache as many keys as the widest row can have candidates, up to kSelectCache, or kSelectCacheAlone where every
   // block has an SM to itself (batch 1: 32 blocks): fixed for a given batch and buffer, so a captured graph replays
   // with the same launch.
   const int64_t blocks = seq_lens.size(0) * logits.size(1);
-  const int cap = std::min(max_cache, blocks <= at::cuda::getCurrentDeviceProperties()->multiProcessorCount
-                                          ? kSelectCacheAlone
-                                          : kSelectCache);
+  const int cap = std::min(most_cached_keys(),
+                           blocks <= at::cuda::getCurrentDeviceProperties()->multiProcessorCount ? kSelectCacheAlone
+                                                                                                  : kSelectCache);
   const int64_t widest = std::max<int64_t>(0, logits.size(2) - sinks - recent);
   const int cache_len = static_cast<int>(std::min<int64_t>(widest, cap));
   const int smem = cache_len * static_cast<int>(sizeof(uint32_t));

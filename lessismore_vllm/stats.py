@@ -59,11 +59,14 @@ class SparseStats:
         self._last = [0] * (len(self.FIELDS) + 2)  # counters, then agreement
 
     def update(self, counts: torch.Tensor, seq_lens: torch.Tensor) -> None:
-        """counts/seq_lens of this step's decode rows (padded rows have seq_len 0 and count nothing)."""
-        real = seq_lens > 0
-        self.counters += torch.stack([
-            real.sum(), (real & (counts < seq_lens)).sum(), counts.sum(), seq_lens.sum(),
-        ]).to(torch.int64)
+        """counts/seq_lens of this step's decode rows (padded rows have seq_len 0 and count nothing). On CUDA one
+        kernel (kernels.step_stats.count_step) instead of the reference's ~10 small ones inside the step's graph."""
+        if self.counters.is_cuda:
+            from lessismore_vllm.kernels.step_stats import count_step
+
+            count_step(self.counters, counts, seq_lens)
+        else:
+            count_step_reference(self.counters, counts, seq_lens)
 
     def check_agreement(self, positions: torch.Tensor, counts: torch.Tensor, seq_lens: torch.Tensor, budget: int,
                         sum_over_ranks, tp_size: int) -> None:
@@ -103,6 +106,15 @@ class SparseStats:
             d["context"] / d["row_steps"],
             f", TP selection check: {differing} of {checked} ranked rows differ across ranks" if checked else "",
         )
+
+
+def count_step_reference(counters: torch.Tensor, counts: torch.Tensor, seq_lens: torch.Tensor) -> None:
+    """counters (SparseStats.FIELDS) += this step's real rows, rows attending fewer tokens than their context,
+    tokens attended and context tokens."""
+    real = seq_lens > 0
+    counters += torch.stack([
+        real.sum(), (real & (counts < seq_lens)).sum(), counts.sum(), seq_lens.sum(),
+    ]).to(torch.int64)
 
 
 def selection_checksums(positions: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:

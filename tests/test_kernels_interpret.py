@@ -250,3 +250,21 @@ def test_plan_splits_fills_the_gpu_and_skips_the_combine_near_a_full_wave():
     assert plan_splits(30, 8, 2048) == 1 and plan_splits(32, 8, 2048) == 1  # 240 / 256 pairs: one split
     assert plan_splits(29, 8, 2048) == 2  # 232 pairs: below 90% of the target
     assert plan_splits(1, 8, 100) == 2  # no split emptier than block_n tokens
+
+
+def test_step_counters_kernel_matches_the_reference():
+    """kernels.step_stats.count_step (one launch per step on CUDA) against stats.count_step_reference: padded rows
+    (length 0), rows within and above the budget, more rows than one block of the kernel."""
+    from lessismore_vllm.kernels.step_stats import count_step
+    from lessismore_vllm.stats import count_step_reference
+
+    g = torch.Generator().manual_seed(0)
+    for rows in (1, 7, 300):
+        seq_lens = torch.randint(0, 5000, (rows,), generator=g, dtype=torch.int32)
+        seq_lens[1::5] = 0
+        counts = seq_lens.clamp(max=2048)
+        start = torch.tensor([5, 0, 7, 11], dtype=torch.int64)
+        want, got = start.clone(), start.clone().to(DEVICE)
+        count_step_reference(want, counts, seq_lens)
+        count_step(got, counts.to(DEVICE), seq_lens.to(DEVICE))
+        assert got.cpu().tolist() == want.tolist() and want[0] > 5
