@@ -1,5 +1,6 @@
 """Triton kernels of the GPU path. Each has a pure-PyTorch reference it is tested against:
-sparse_decode -> reference.sparse_decode_reference; select -> selection.select_tokens."""
+sparse_decode -> reference.sparse_decode_reference; select -> selection.select_tokens; step_stats.count_step ->
+stats.count_step_reference."""
 
 from lessismore_vllm.kernels.selection import decode_logits, select
 from lessismore_vllm.kernels.sparse_decode import (
