@@ -134,8 +134,8 @@ def test_rank_keys_from_logits_all_equal():
 @pytest.mark.parametrize("seq_lens", [[50000], [21000] * 5 + [3000, 2048, 0]])
 def test_select_rows_longer_than_the_cached_keys(seq_lens, top_k):
     """Rows with more candidates than csrc/rank_keys.cu caches per block (45056 keys with one block per SM: 1 row x
-    32 heads; 16384 with more blocks than SMs: 8 rows), through the whole selection: with the default kernel both
-    the per-head ranking and the union (select_from_logits) read past the cache."""
+    32 heads; 16384 with more blocks than SMs: 8 rows), through the whole selection: with the default kernel the
+    per-head ranking reads past its cache, and the union runs over those rows' rank keys."""
     check_select(seq_lens, 32, 8, 128, 2048, torch.bfloat16, "cuda", fused=True)
 
 
