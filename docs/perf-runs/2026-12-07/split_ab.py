@@ -69,7 +69,9 @@ for batch, L in shapes:
     first = next(iter(keys.values()))
     row += f" same keys: {all(torch.equal(first, k) for k in keys.values())}"
     # the selection after the attention pass (prepare, rank, union) with the Triton union, and with the CUDA union
-    # as chosen or forced to 1..8 blocks per row
+    # as chosen or forced to 1..8 blocks per row; the ranking fixed to the new kernel unsplit (in the run of
+    # 2026-12-07 it was still the rank-step loop's last, s8)
+    S._fused_rank_keys = lambda: VERSIONS["s1"]
     row += " | selection step, union:"
     block_size = x.kv.shape[2]
     p, c, sl = x.selection_buffers(BUDGET)
