@@ -60,18 +60,25 @@ __global__ void __launch_bounds__(kThreads, 1) dsmem_pass_kernel(int passes, lon
   if (total == 42) cycles_out[0] = -1;  // keeps the reads
 }
 
-template <typename Kernel, typename... Args>
-cudaError_t launch(Kernel kernel, int blocks, int cluster, int smem, float* ms, Args... args) {
+// A launch of `blocks` blocks of kThreads in clusters of `cluster`, with `smem` bytes of dynamic shared memory; the
+// attribute lives in the caller's storage.
+cudaLaunchConfig_t cluster_config(int blocks, int cluster, int smem, cudaLaunchAttribute& attribute) {
   cudaLaunchConfig_t config = {};
   config.gridDim = dim3(blocks);
   config.blockDim = dim3(kThreads);
   config.dynamicSmemBytes = smem;
-  cudaLaunchAttribute attribute;
   attribute.id = cudaLaunchAttributeClusterDimension;
   attribute.val.clusterDim.x = cluster;
   attribute.val.clusterDim.y = attribute.val.clusterDim.z = 1;
   config.attrs = &attribute;
   config.numAttrs = 1;
+  return config;
+}
+
+template <typename Kernel, typename... Args>
+cudaError_t launch(Kernel kernel, int blocks, int cluster, int smem, float* ms, Args... args) {
+  cudaLaunchAttribute attribute;
+  const cudaLaunchConfig_t config = cluster_config(blocks, cluster, smem, attribute);
   cudaEvent_t a, b;
   cudaEventCreate(&a);
   cudaEventCreate(&b);
@@ -104,16 +111,8 @@ int main() {
   // largest cache share at batch 8 with 2 blocks, 190 KB ~ its batch-1 launches with the 45056-key cap.
   for (int smem_kb : {56, 91, 190}) {
     for (int cluster : {1, 2, 4, 8}) {
-      cudaLaunchConfig_t config = {};
-      config.gridDim = dim3(cluster * 64);
-      config.blockDim = dim3(kThreads);
-      config.dynamicSmemBytes = smem_kb * 1024;
       cudaLaunchAttribute attribute;
-      attribute.id = cudaLaunchAttributeClusterDimension;
-      attribute.val.clusterDim.x = cluster;
-      attribute.val.clusterDim.y = attribute.val.clusterDim.z = 1;
-      config.attrs = &attribute;
-      config.numAttrs = 1;
+      const cudaLaunchConfig_t config = cluster_config(cluster * 64, cluster, smem_kb * 1024, attribute);
       int active = -1;
       CHECK(cudaOccupancyMaxActiveClusters(&active, busy_kernel, &config));
       std::printf("smem %3d KB cluster %d: max active clusters %3d (%3d blocks);", smem_kb, cluster, active,
