@@ -32,6 +32,10 @@ logger = logging.getLogger("vllm.lessismore")
 _announced = False  # one "LessIsMore active:" line per worker process
 SELECTION_PASS_ENV = "LESSISMORE_SELECTION_PASS"
 SELECTION_PASSES = ("fused", "dense-backend")
+SPLIT_COMBINE_ENV = "LESSISMORE_SPLIT_COMBINE"
+SPLIT_COMBINES = ("fused", "kernel")
+SELECTION_STREAM_ENV = "LESSISMORE_SELECTION_STREAM"
+SELECTION_STREAMS = ("side", "main")
 
 
 def selection_pass() -> str:
@@ -39,6 +43,42 @@ def selection_pass() -> str:
     attention and the selection's logits in one read of the cache; "dense-backend", the wrapped vLLM backend,
     then a separate logits pass. A bad value fails at startup, naming the variable and the valid values."""
     return env_choice(SELECTION_PASS_ENV, SELECTION_PASSES, "fused")
+
+
+def split_combine() -> str:
+    """How the split kernels' partial results are combined (GPU): "fused" (default), by the last split of each
+    (row, KV head) in the same launch; "kernel", by a second kernel. A bad value fails at startup, naming the
+    variable and the valid values."""
+    return env_choice(SPLIT_COMBINE_ENV, SPLIT_COMBINES, "fused")
+
+
+def selection_stream() -> str:
+    """Where a selection layer ranks and unions (GPU): "side" (default), on a side stream that overlaps the
+    layer's MLP and the next layer's projections; "main", in line. A bad value fails at startup, naming the
+    variable and the valid values."""
+    return env_choice(SELECTION_STREAM_ENV, SELECTION_STREAMS, "side")
+
+
+class SelectionOverlap:
+    """The selection after a selection layer's attention pass (ranking, union: the builder's positions, slots and
+    counts) runs on a side stream, since only the next attention layer reads it: the layer's o_proj and MLP and
+    the next layer's projections run meanwhile (at batch 1 the ranking fills 32 of 132 SMs). Every layer of ours
+    joins a pending selection before anything else, so nothing reads the buffers early, and under CUDA-graph
+    capture the fork is joined inside the graph (the builder only forks where a later layer of ours follows)."""
+
+    def __init__(self, device) -> None:
+        self.stream = torch.cuda.Stream(device)
+        self.done = torch.cuda.Event()
+        self.pending = False
+
+    def forked(self) -> None:
+        self.done.record(self.stream)
+        self.pending = True
+
+    def join(self) -> None:
+        if self.pending:
+            torch.cuda.current_stream().wait_event(self.done)
+            self.pending = False
 
 
 class LessIsMoreBackend(AttentionBackend):
@@ -101,6 +141,8 @@ class LessIsMoreMetadata:
     counts: torch.Tensor  # builder buffer [max_num_seqs]: valid entries of each row of `positions`
     slots: torch.Tensor | None = None  # builder buffer (GPU): the physical cache slots of `positions`
     workspace: torch.Tensor | None = None  # builder buffer: sparse-decode partial results (GPU)
+    split_counters: torch.Tensor | None = None  # builder buffer: finished splits per (row, KV head), zero between
+    # launches (GPU, LESSISMORE_SPLIT_COMBINE=fused)
     dense: Any = None  # the wrapped dense backend's metadata (GPU)
 
 
@@ -133,13 +175,24 @@ class LessIsMoreMetadataBuilder(AttentionMetadataBuilder[LessIsMoreMetadata]):
         first_sparse = min((i for i, r in roles.items() if r is LayerRole.SPARSE), default=None)
         tp_check = tp_size > 1 and os.environ.get("LESSISMORE_TP_CHECK", "0") == "1"
         self.selection_pass = selection_pass() if dense_cls else "torch-reference"
+        self.selection_stream = selection_stream() if dense_cls else "main"  # a bad value fails here
+        overlap = None
+        if self.selection_stream == "side":
+            if tp_size > 1 or trace.PATH:  # the keys' all-reduce and the trace read the selection in line
+                self.selection_stream = "main"
+            else:
+                overlap = SelectionOverlap(device)
         for name, layer in layers.items():
             idx = index[name]
             # the first sparse layer counts the step (all sparse layers of a step attend the same amount)
             layer.impl.setup(roles[idx], self.config, self.stats if idx == first_sparse else None, tp_rank, tp_size,
                              tp_check=self.stats if tp_check and roles[idx] is LayerRole.SELECT else None,
-                             fused_selection=self.selection_pass == "fused")
+                             fused_selection=self.selection_pass == "fused", overlap=overlap,
+                             # fork only where a later layer of ours joins (a stage's last layer selects in line)
+                             forks=overlap is not None and any(j > idx for j in roles))
         self.workspace = None  # sparse-decode split partials, sized for the largest decode batch
+        self.split_counters = None  # the fused combine's counters (GPU)
+        self.split_combine = "torch-reference"
         self.sparse_kernel = "torch-reference"  # which split kernel the sparse layers launch (GPU: triton or cuda)
         self.selection_topk = "torch-reference"  # the selection's per-head top-k (GPU: flashinfer or triton)
         self.rank_kernel = "torch-reference"  # the sort of each head's top-k into rank order (GPU: cuda or triton)
@@ -156,14 +209,19 @@ class LessIsMoreMetadataBuilder(AttentionMetadataBuilder[LessIsMoreMetadata]):
             numel = max_workspace_numel(max_seqs, num_heads, kv_cache_spec.num_kv_heads, kv_cache_spec.head_size,
                                         width)
             self.workspace = torch.empty(numel, dtype=torch.float32, device=device)
+            self.split_combine = split_combine()  # a bad LESSISMORE_SPLIT_COMBINE fails here
+            if self.split_combine == "fused":
+                self.split_counters = torch.zeros(max_seqs * kv_cache_spec.num_kv_heads, dtype=torch.int32,
+                                                  device=device)
         global _announced
         if not _announced:
             _announced = True
             dense_name = dense_cls.get_name() if dense_cls else "torch-reference"
             stage = "" if not roles or min(roles) == 0 else f" stage_layers={min(roles)}-{max(roles)}"
-            logger.info("LessIsMore active: %s dense_backend=%s sparse_kernel=%s selection_pass=%s selection_topk=%s "
-                        "rank_kernel=%s tp=%d%s", self.config.summary(), dense_name, self.sparse_kernel,
-                        self.selection_pass, self.selection_topk, self.rank_kernel, tp_size, stage)
+            logger.info("LessIsMore active: %s dense_backend=%s sparse_kernel=%s split_combine=%s selection_pass=%s "
+                        "selection_stream=%s selection_topk=%s rank_kernel=%s tp=%d%s", self.config.summary(),
+                        dense_name, self.sparse_kernel, self.split_combine, self.selection_pass,
+                        self.selection_stream, self.selection_topk, self.rank_kernel, tp_size, stage)
 
     def build(self, common_prefix_len: int, common_attn_metadata, fast_build: bool = False) -> LessIsMoreMetadata:
         cm = common_attn_metadata
@@ -191,6 +249,7 @@ class LessIsMoreMetadataBuilder(AttentionMetadataBuilder[LessIsMoreMetadata]):
             counts=self.counts,
             slots=self.slots,
             workspace=self.workspace,
+            split_counters=self.split_counters,
             dense=dense,
         )
 
@@ -232,6 +291,8 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
         self.stats: SparseStats | None = None
         self.tp_check: SparseStats | None = None
         self.tp_rank, self.tp_size, self.head_offset, self.total_heads = 0, 1, 0, num_heads
+        self.overlap: SelectionOverlap | None = None
+        self.forks = False
         dense_cls = compat.dense_backend_cls()
         self.dense_impl = (
             dense_cls.get_impl_cls()(
@@ -243,14 +304,18 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
         )
 
     def setup(self, role: LayerRole, config: LessIsMoreConfig, stats: SparseStats | None = None, tp_rank: int = 0,
-              tp_size: int = 1, tp_check: SparseStats | None = None, fused_selection: bool = False) -> None:
+              tp_size: int = 1, tp_check: SparseStats | None = None, fused_selection: bool = False,
+              overlap: SelectionOverlap | None = None, forks: bool = False) -> None:
         """Role and settings from the builder. Under tensor parallelism this rank's query heads are
         [tp_rank * num_heads, (tp_rank + 1) * num_heads) of num_heads * tp_size (vLLM splits heads evenly).
         tp_check: where a selection layer counts whether all ranks selected the same sets (LESSISMORE_TP_CHECK).
         fused_selection: a selection layer computes its decode rows' attention and logits in one pass of our
-        kernel (LESSISMORE_SELECTION_PASS)."""
+        kernel (LESSISMORE_SELECTION_PASS).
+        overlap: the side stream of the builder's selections, which this layer joins first thing; forks: this
+        selection layer ranks on it (LESSISMORE_SELECTION_STREAM)."""
         self.role, self.config, self.stats, self.tp_check = role, config, stats, tp_check
         self.fused_selection = fused_selection
+        self.overlap, self.forks = overlap, forks and role is LayerRole.SELECT
         self.tp_rank, self.tp_size = tp_rank, tp_size
         self.head_offset, self.total_heads = tp_rank * self.num_heads, self.num_heads * tp_size
 
@@ -279,6 +344,8 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
         if output_scale is not None or output_block_scale is not None:
             raise NotImplementedError("LessIsMore does not support fused output quantization")
         m = attn_metadata
+        if self.overlap is not None:
+            self.overlap.join()  # a selection still running on the side stream: before anything reads its buffers
         if m is None:  # profiling / dummy run
             return output
         if self.stats is not None and m.num_decodes > 0:
@@ -314,7 +381,10 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
                 # mixed batches too (the dense pass above then computed these rows once more): the logits come
                 # from this pass in every step, so no other logits kernel is first compiled mid-serving
                 attention_out=output[:nd] if self.fused_selection else None, workspace=m.workspace,
+                split_counters=m.split_counters, selection_stream=self.overlap.stream if self.forks else None,
             )
+            if self.forks:
+                self.overlap.forked()
             if trace.PATH and not torch.cuda.is_current_stream_capturing():  # eager debugging only: syncs
                 # the same per-row records as the CPU path, so one reader checks both (e.g. TP ranks agree)
                 for i, (L, n) in enumerate(zip(m.seq_lens[:nd].tolist(), m.counts[:nd].tolist())):
@@ -325,7 +395,8 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
                 trace.record(layer=layer.layer_name, role="sparse", seq_lens=m.seq_lens[:nd].tolist(),
                              attended=m.counts[:nd].tolist())
             kernels.sparse_decode(
-                query[:nd], kv_cache, m.slots[:nd], m.counts[:nd], self.scale, output[:nd], m.workspace
+                query[:nd], kv_cache, m.slots[:nd], m.counts[:nd], self.scale, output[:nd], m.workspace,
+                split_counters=m.split_counters,
             )
         return output
 

@@ -28,6 +28,7 @@ fall back to the static-shape torch form (lessismore_vllm.selection.select_token
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -353,13 +354,17 @@ def select(
     combine_keys: Callable[[torch.Tensor], None] | None = None,
     attention_out: torch.Tensor | None = None,
     workspace: torch.Tensor | None = None,
+    split_counters: torch.Tensor | None = None,
+    selection_stream: torch.cuda.Stream | None = None,
 ) -> None:
     """Write each decode row's selected positions (ascending) and counts, and their physical cache slots, into
     the builder's buffers. No host sync. method: "triton" (the radix-select kernels), "torch" (logits kernel +
     select_tokens_batched), "auto" = triton unless mid > MAX_SORTED_MID.
     attention_out: when given, the rows' dense decode attention is written there by the same pass that computes
-    the logits (sparse_decode.dense_decode_with_logits: one read of the cache instead of two); workspace is the
-    sparse layers' split workspace it may use.
+    the logits (sparse_decode.dense_decode_with_logits: one read of the cache instead of two); workspace and
+    split_counters are the sparse layers' split workspace and fused-combine counters it may use.
+    selection_stream: where given, everything after the attention pass runs on it (after the current stream's work
+    so far); the caller makes the current stream wait for it before reading the outputs.
     Tensor parallelism: query holds heads [head_offset, head_offset + Hq_local) of total_heads, and
     combine_keys(keys) must replace the per-row rank keys by their MIN over the ranks (an all-reduce)."""
     rows, num_heads, _ = query.shape
@@ -386,18 +391,34 @@ def select(
             if method == "torch":  # the torch rule reads every entry of the row: -inf past each row's length
                 logits.fill_(float("-inf"))
             dense_decode_with_logits(q, kv_cache, table, lens, scale, attention_out[r0:r1], logits, width,
-                                     workspace)
+                                     workspace, split_counters=split_counters)
         elif ranked:
             logits = decode_logits(q, kv_cache, table, lens, scale, max_len, fill_tail=method == "torch")
-        if method == "torch":
-            if not ranked:  # every row fits the budget: all positions, logits unused
-                logits = query.new_empty((r1 - r0, num_heads, 0))
-            select_tokens_batched(logits, lens, budget, recency_ratio, sinks, out_positions[r0:], out_counts[r0:],
-                                  total_heads, head_offset, combine_keys)
-            slots_from_positions(table, out_positions[r0:r1, :budget], block_size, out_slots[r0:, :budget])
-            continue
-        _select_triton(logits if ranked else None, table, lens, block_size, num_heads, budget, split,
-                       out_positions[r0:], out_slots[r0:], out_counts[r0:], total_heads, head_offset, combine_keys)
+        if selection_stream is not None and logits is not None:
+            logits.record_stream(selection_stream)  # allocated here, read there: not reused before it is done
+        # From here on only the logits, lengths and block table are read (not the query, which the caller may free)
+        with _on_stream(selection_stream):
+            if method == "torch":
+                if not ranked:  # every row fits the budget: all positions, logits unused
+                    logits = query.new_empty((r1 - r0, num_heads, 0))
+                select_tokens_batched(logits, lens, budget, recency_ratio, sinks, out_positions[r0:],
+                                      out_counts[r0:], total_heads, head_offset, combine_keys)
+                slots_from_positions(table, out_positions[r0:r1, :budget], block_size, out_slots[r0:, :budget])
+            else:
+                _select_triton(logits if ranked else None, table, lens, block_size, num_heads, budget, split,
+                               out_positions[r0:], out_slots[r0:], out_counts[r0:], total_heads, head_offset,
+                               combine_keys)
+
+
+@contextlib.contextmanager
+def _on_stream(stream: torch.cuda.Stream | None):
+    """Work issued inside runs on `stream` after all work issued so far on the current stream (None: in line)."""
+    if stream is None:
+        yield
+        return
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        yield
 
 
 @functools.cache
