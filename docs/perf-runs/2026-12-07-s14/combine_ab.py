@@ -59,6 +59,29 @@ for batch, L in shapes:
             row += f" {way} {t:6.1f}"
             if way == "fused":
                 row += f" ({t / fa3:4.2f}x FA3)" if part == "layer" else ""
+    # The side stream: a selection layer, then a Qwen3-8B-shaped MLP (gate_up 4096 x 24576, down 12288 x 4096,
+    # bf16) and a sparse layer, in line or with the ranking and union on a side stream joined before the sparse layer.
+    w1 = torch.randn(24576, 4096, device="cuda", dtype=torch.bfloat16)
+    w2 = torch.randn(4096, 12288, device="cuda", dtype=torch.bfloat16)
+    side, done = torch.cuda.Stream(), torch.cuda.Event()
+    xs = [torch.randn(batch, 4096, device="cuda", dtype=torch.bfloat16) for _ in cases]
+    row += " | layer + MLP + sparse:"
+    for way in ("main", "side"):
+        def fn(way=way):
+            for x, h, (p, n, s) in zip(cases, xs, bufs):
+                select(x.q, x.kv, x.bt, x.seq_lens, x.scale, BUDGET, 0.25, 4, p, n, s, attention_out=x.out,
+                       workspace=ws, split_counters=counters, selection_stream=side if way == "side" else None)
+                if way == "side":
+                    done.record(side)
+                a = torch.nn.functional.linear(h, w1)
+                torch.nn.functional.linear(a[:, :12288] * a[:, 12288:], w2)
+                if way == "side":
+                    torch.cuda.current_stream().wait_event(done)
+                sparse_decode(x.q, x.kv, s, n, x.scale, x.out, ws, split_counters=counters)
+        row += f" {way} {bench(fn) / LAYERS * 1e3:6.1f}"
+    mlp = bench(lambda: [torch.nn.functional.linear(torch.nn.functional.linear(h, w1)[:, :12288], w2) for h in xs])
+    row += f" (MLP alone {mlp / LAYERS * 1e3:6.1f})"
     print(row + f" | same outputs and selections: {same}", flush=True)
+    del w1, w2
     del cases
     torch.cuda.empty_cache()
