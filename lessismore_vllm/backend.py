@@ -46,17 +46,17 @@ def selection_pass() -> str:
 
 
 def split_combine() -> str:
-    """How the split kernels' partial results are combined (GPU): "fused" (default), by the last split of each
-    (row, KV head) in the same launch; "kernel", by a second kernel. A bad value fails at startup, naming the
-    variable and the valid values."""
-    return env_choice(SPLIT_COMBINE_ENV, SPLIT_COMBINES, "fused")
+    """How the split kernels' partial results are combined (GPU): "kernel" (default), by a second kernel; "fused",
+    by the last split of each (row, KV head) in the same launch (opt-in until measured on a GPU). A bad value fails
+    at startup, naming the variable and the valid values."""
+    return env_choice(SPLIT_COMBINE_ENV, SPLIT_COMBINES, "kernel")
 
 
 def selection_stream() -> str:
-    """Where a selection layer ranks and unions (GPU): "side" (default), on a side stream that overlaps the
-    layer's MLP and the next layer's projections; "main", in line. A bad value fails at startup, naming the
-    variable and the valid values."""
-    return env_choice(SELECTION_STREAM_ENV, SELECTION_STREAMS, "side")
+    """Where a selection layer ranks and unions (GPU): "main" (default), in line; "side", on a side stream that
+    overlaps the layer's MLP and the next layer's projections (opt-in until measured on a GPU). A bad value fails
+    at startup, naming the variable and the valid values."""
+    return env_choice(SELECTION_STREAM_ENV, SELECTION_STREAMS, "main")
 
 
 class SelectionOverlap:
