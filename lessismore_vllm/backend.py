@@ -32,8 +32,6 @@ logger = logging.getLogger("vllm.lessismore")
 _announced = False  # one "LessIsMore active:" line per worker process
 SELECTION_PASS_ENV = "LESSISMORE_SELECTION_PASS"
 SELECTION_PASSES = ("fused", "dense-backend")
-SPLIT_COMBINE_ENV = "LESSISMORE_SPLIT_COMBINE"
-SPLIT_COMBINES = ("fused", "kernel")
 SELECTION_STREAM_ENV = "LESSISMORE_SELECTION_STREAM"
 SELECTION_STREAMS = ("side", "main")
 
@@ -43,13 +41,6 @@ def selection_pass() -> str:
     attention and the selection's logits in one read of the cache; "dense-backend", the wrapped vLLM backend,
     then a separate logits pass. A bad value fails at startup, naming the variable and the valid values."""
     return env_choice(SELECTION_PASS_ENV, SELECTION_PASSES, "fused")
-
-
-def split_combine() -> str:
-    """How the split kernels' partial results are combined (GPU): "kernel" (default), by a second kernel; "fused",
-    by the last split of each (row, KV head) in the same launch (opt-in until measured on a GPU). A bad value fails
-    at startup, naming the variable and the valid values."""
-    return env_choice(SPLIT_COMBINE_ENV, SPLIT_COMBINES, "kernel")
 
 
 def selection_stream() -> str:
@@ -141,8 +132,6 @@ class LessIsMoreMetadata:
     counts: torch.Tensor  # builder buffer [max_num_seqs]: valid entries of each row of `positions`
     slots: torch.Tensor | None = None  # builder buffer (GPU): the physical cache slots of `positions`
     workspace: torch.Tensor | None = None  # builder buffer: sparse-decode partial results (GPU)
-    split_counters: torch.Tensor | None = None  # builder buffer: finished splits per (row, KV head), zero between
-    # launches (GPU, LESSISMORE_SPLIT_COMBINE=fused)
     dense: Any = None  # the wrapped dense backend's metadata (GPU)
 
 
@@ -191,8 +180,6 @@ class LessIsMoreMetadataBuilder(AttentionMetadataBuilder[LessIsMoreMetadata]):
                              # fork only where a later layer of ours joins (a stage's last layer selects in line)
                              forks=overlap is not None and any(j > idx for j in roles))
         self.workspace = None  # sparse-decode split partials, sized for the largest decode batch
-        self.split_counters = None  # the fused combine's counters (GPU)
-        self.split_combine = "torch-reference"
         self.sparse_kernel = "torch-reference"  # which split kernel the sparse layers launch (GPU: triton or cuda)
         self.selection_topk = "torch-reference"  # the selection's per-head top-k (GPU: flashinfer or triton)
         self.rank_kernel = "torch-reference"  # the sort of each head's top-k into rank order (GPU: cuda or triton)
@@ -209,19 +196,15 @@ class LessIsMoreMetadataBuilder(AttentionMetadataBuilder[LessIsMoreMetadata]):
             numel = max_workspace_numel(max_seqs, num_heads, kv_cache_spec.num_kv_heads, kv_cache_spec.head_size,
                                         width)
             self.workspace = torch.empty(numel, dtype=torch.float32, device=device)
-            self.split_combine = split_combine()  # a bad LESSISMORE_SPLIT_COMBINE fails here
-            if self.split_combine == "fused":
-                self.split_counters = torch.zeros(max_seqs * kv_cache_spec.num_kv_heads, dtype=torch.int32,
-                                                  device=device)
         global _announced
         if not _announced:
             _announced = True
             dense_name = dense_cls.get_name() if dense_cls else "torch-reference"
             stage = "" if not roles or min(roles) == 0 else f" stage_layers={min(roles)}-{max(roles)}"
-            logger.info("LessIsMore active: %s dense_backend=%s sparse_kernel=%s split_combine=%s selection_pass=%s "
+            logger.info("LessIsMore active: %s dense_backend=%s sparse_kernel=%s selection_pass=%s "
                         "selection_stream=%s selection_topk=%s rank_kernel=%s tp=%d%s", self.config.summary(),
-                        dense_name, self.sparse_kernel, self.split_combine, self.selection_pass,
-                        self.selection_stream, self.selection_topk, self.rank_kernel, tp_size, stage)
+                        dense_name, self.sparse_kernel, self.selection_pass, self.selection_stream,
+                        self.selection_topk, self.rank_kernel, tp_size, stage)
 
     def build(self, common_prefix_len: int, common_attn_metadata, fast_build: bool = False) -> LessIsMoreMetadata:
         cm = common_attn_metadata
@@ -249,7 +232,6 @@ class LessIsMoreMetadataBuilder(AttentionMetadataBuilder[LessIsMoreMetadata]):
             counts=self.counts,
             slots=self.slots,
             workspace=self.workspace,
-            split_counters=self.split_counters,
             dense=dense,
         )
 
@@ -381,7 +363,7 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
                 # mixed batches too (the dense pass above then computed these rows once more): the logits come
                 # from this pass in every step, so no other logits kernel is first compiled mid-serving
                 attention_out=output[:nd] if self.fused_selection else None, workspace=m.workspace,
-                split_counters=m.split_counters, selection_stream=self.overlap.stream if self.forks else None,
+                selection_stream=self.overlap.stream if self.forks else None,
             )
             if self.forks:
                 self.overlap.forked()
@@ -396,7 +378,6 @@ class LessIsMoreImpl(AttentionImpl[LessIsMoreMetadata]):
                              attended=m.counts[:nd].tolist())
             kernels.sparse_decode(
                 query[:nd], kv_cache, m.slots[:nd], m.counts[:nd], self.scale, output[:nd], m.workspace,
-                split_counters=m.split_counters,
             )
         return output
 

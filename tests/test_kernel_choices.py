@@ -1,10 +1,9 @@
-"""The GPU choices read from the environment: how a selection layer attends (LESSISMORE_SELECTION_PASS), how the
-split kernels' partials are combined (LESSISMORE_SPLIT_COMBINE), where the selection ranks
-(LESSISMORE_SELECTION_STREAM), whose top-k ranks each head (LESSISMORE_SELECTION_TOPK), which sort puts it into rank
-order (LESSISMORE_RANK_KERNEL), which split kernel the sparse layers launch (LESSISMORE_SPARSE_KERNEL), which vLLM
-backend does the dense work (LESSISMORE_DENSE_BACKEND). A bad value names the variable and the valid values; on a
-machine without CUDA the top-k is the Triton radix select and the rank sort Triton's (the kernels themselves:
-tests/gpu and the interpreter tests)."""
+"""The GPU choices read from the environment: how a selection layer attends (LESSISMORE_SELECTION_PASS), where the
+selection ranks (LESSISMORE_SELECTION_STREAM), whose top-k ranks each head (LESSISMORE_SELECTION_TOPK), which sort
+puts it into rank order (LESSISMORE_RANK_KERNEL), which split kernel the sparse layers launch
+(LESSISMORE_SPARSE_KERNEL), which vLLM backend does the dense work (LESSISMORE_DENSE_BACKEND). A bad value names the
+variable and the valid values; on a machine without CUDA the top-k is the Triton radix select and the rank sort
+Triton's (the kernels themselves: tests/gpu and the interpreter tests)."""
 
 import pytest
 import torch
@@ -16,8 +15,6 @@ from lessismore_vllm.kernels import cuda_ext, selection
 @pytest.mark.parametrize("choose,default,spelled,value,bad,message", [
     (backend.selection_pass, "fused", " Dense-Backend", "dense-backend", "both",
      "LESSISMORE_SELECTION_PASS='both' is invalid: valid values are fused, dense-backend"),
-    (backend.split_combine, "kernel", " Fused", "fused", "atomic",
-     "LESSISMORE_SPLIT_COMBINE='atomic' is invalid: valid values are fused, kernel"),
     (backend.selection_stream, "main", " Side", "side", "async",
      "LESSISMORE_SELECTION_STREAM='async' is invalid: valid values are side, main"),
     (cuda_ext.chosen_kernel, "triton", "CUDA ", "cuda", "fast",

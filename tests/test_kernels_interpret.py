@@ -15,12 +15,11 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 def test_sparse_decode_gqa_head_dims(num_heads, num_kv_heads, head_dim):
     # budget below, equal to and above the context; a padded row (seq_len 0)
     check_sparse_decode([40, 24, 24, 0, 9, 70], num_heads, num_kv_heads, head_dim, budget=24,
-                        dtype=torch.float32, device=DEVICE, fused_combine=True)
+                        dtype=torch.float32, device=DEVICE)
 
 
 def test_sparse_decode_many_rows_and_splits():
-    check_sparse_decode([(7 * i) % 90 for i in range(64)], 8, 2, 64, budget=32, dtype=torch.float32, device=DEVICE,
-                        fused_combine=True)
+    check_sparse_decode([(7 * i) % 90 for i in range(64)], 8, 2, 64, budget=32, dtype=torch.float32, device=DEVICE)
 
 
 def test_sparse_decode_other_launch_shapes():
@@ -28,8 +27,7 @@ def test_sparse_decode_other_launch_shapes():
     from lessismore_vllm.kernels import SparseDecodeTuning
 
     for tuning in (SparseDecodeTuning(block_n=16, max_splits=1), SparseDecodeTuning(block_n=32, target_programs=4096)):
-        check_sparse_decode([70, 0, 33, 24], 8, 2, 64, budget=40, dtype=torch.float32, device=DEVICE, tuning=tuning,
-                            fused_combine=True)
+        check_sparse_decode([70, 0, 33, 24], 8, 2, 64, budget=40, dtype=torch.float32, device=DEVICE, tuning=tuning)
 
 
 def test_sparse_decode_rows_below_the_budget_use_every_split():
@@ -39,36 +37,11 @@ def test_sparse_decode_rows_below_the_budget_use_every_split():
 
     tuning = SparseDecodeTuning(block_n=16, max_splits=8, target_programs=4096)
     check_sparse_decode([100, 37, 0, 128, 200, 1], 8, 2, 64, budget=128, dtype=torch.float32, device=DEVICE,
-                        tuning=tuning, fused_combine=True)
+                        tuning=tuning)
 
 
 def test_sparse_decode_fp16():
-    check_sparse_decode([50, 0, 33], 8, 2, 64, budget=32, dtype=torch.float16, device=DEVICE, fused_combine=True)
-
-
-def test_sparse_decode_fused_combine_is_done_by_the_counted_last_split():
-    """With split_counters, the output comes from the split that brings its (row, KV head)'s count to the number of
-    splits: counters that start elsewhere make no split combine (the output keeps its NaNs), and each (row, KV
-    head)'s counter goes up by exactly its split count; from zero, every counter ends at zero again."""
-    from kernel_checks import paged_setup
-    from lessismore_vllm.kernels import plan_splits, slots_from_positions, sparse_decode
-
-    rows, num_heads, num_kv_heads, head_dim, budget = 3, 8, 2, 32, 256
-    kv_cache, block_table = paged_setup([300, 280, 256], num_kv_heads, head_dim, 16, torch.float32, DEVICE)
-    query = torch.randn(rows, num_heads, head_dim, device=DEVICE)
-    positions = torch.arange(budget, dtype=torch.int32, device=DEVICE).expand(rows, -1).contiguous()
-    slots = slots_from_positions(block_table, positions, 16)
-    counts = torch.full((rows,), budget, dtype=torch.int32, device=DEVICE)
-    splits = plan_splits(rows, num_kv_heads, budget)
-    assert splits == 4  # 64 tokens each
-    counters = torch.full((rows * num_kv_heads,), 1000, dtype=torch.int32, device=DEVICE)
-    out = torch.full_like(query, float("nan"))
-    sparse_decode(query, kv_cache, slots, counts, 0.1, out, split_counters=counters)
-    assert torch.isnan(out).all()
-    assert counters.tolist() == [1000 + splits] * (rows * num_kv_heads)
-    counters.zero_()
-    sparse_decode(query, kv_cache, slots, counts, 0.1, out, split_counters=counters)
-    assert not torch.isnan(out).any() and not counters.any()
+    check_sparse_decode([50, 0, 33], 8, 2, 64, budget=32, dtype=torch.float16, device=DEVICE)
 
 
 @pytest.mark.parametrize("num_heads,num_kv_heads", [(4, 4), (8, 2), (16, 2)])
@@ -229,7 +202,6 @@ def test_kernel_specialization_does_not_depend_on_batch_size(monkeypatch):
     counts = torch.zeros(max_rows, dtype=torch.int32, device=DEVICE)
     slots = torch.zeros(max_rows, budget, dtype=torch.int32, device=DEVICE)
     out = torch.empty_like(query)
-    split_counters = torch.zeros(max_rows * 2, dtype=torch.int32, device=DEVICE)
     launches = {}  # rows -> {kernel: [(constexprs, int args)]}
     recorders = [getattr(m, n) for m in (selection, sparse_module) for n in dir(m) if n.endswith("_kernel")]
 
@@ -241,8 +213,6 @@ def test_kernel_specialization_does_not_depend_on_batch_size(monkeypatch):
         selection.select(query[:rows], kv_cache, block_table[:rows], seq[:rows], 0.2, budget, 0.25, 4, positions,
                          counts, slots)
         sparse_decode(query[:rows], kv_cache, slots[:rows], counts[:rows], 0.2, out[:rows], tuning=few_programs)
-        sparse_decode(query[:rows], kv_cache, slots[:rows], counts[:rows], 0.2, out[:rows], tuning=few_programs,
-                      split_counters=split_counters)  # the combine in the split kernel: no other variant either
         per_kernel = {}
         for name, args, kwargs in log:
             ints = {k: v for k, v in args.items() if isinstance(v, int) and not isinstance(v, bool)}

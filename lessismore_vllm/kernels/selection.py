@@ -354,15 +354,14 @@ def select(
     combine_keys: Callable[[torch.Tensor], None] | None = None,
     attention_out: torch.Tensor | None = None,
     workspace: torch.Tensor | None = None,
-    split_counters: torch.Tensor | None = None,
     selection_stream: torch.cuda.Stream | None = None,
 ) -> None:
     """Write each decode row's selected positions (ascending) and counts, and their physical cache slots, into
     the builder's buffers. No host sync. method: "triton" (the radix-select kernels), "torch" (logits kernel +
     select_tokens_batched), "auto" = triton unless mid > MAX_SORTED_MID.
     attention_out: when given, the rows' dense decode attention is written there by the same pass that computes
-    the logits (sparse_decode.dense_decode_with_logits: one read of the cache instead of two); workspace and
-    split_counters are the sparse layers' split workspace and fused-combine counters it may use.
+    the logits (sparse_decode.dense_decode_with_logits: one read of the cache instead of two); workspace is the
+    sparse layers' split workspace it may use.
     selection_stream: where given, everything after the attention pass runs on it (after the current stream's work
     so far); the caller makes the current stream wait for it before reading the outputs.
     Tensor parallelism: query holds heads [head_offset, head_offset + Hq_local) of total_heads, and
@@ -391,7 +390,7 @@ def select(
             if method == "torch":  # the torch rule reads every entry of the row: -inf past each row's length
                 logits.fill_(float("-inf"))
             dense_decode_with_logits(q, kv_cache, table, lens, scale, attention_out[r0:r1], logits, width,
-                                     workspace, split_counters=split_counters)
+                                     workspace)
         elif ranked:
             logits = decode_logits(q, kv_cache, table, lens, scale, max_len, fill_tail=method == "torch")
         if selection_stream is not None and logits is not None:

@@ -3,10 +3,8 @@
 One program per (decode row, KV head, split): loads each selected token's K and V once and uses them for every
 query head of the GQA group (a [GROUP, D] x [D, N] dot). Tokens are given as physical cache slots
 (block * block_size + offset), which the selection layer computed once per step from the block table, so the 30-odd
-sparse layers that follow do one dependent load per token instead of two. The splits are combined in the same launch
-when a counters buffer is given (split_counters: the last split of each (row, KV head) to finish, counted by an
-atomic, combines them; one launch instead of two), else by a second kernel. Where there is one split per (row,
-KV head), the split kernel writes the output itself.
+sparse layers that follow do one dependent load per token instead of two. A second kernel combines the splits
+(where there is one split per (row, KV head), the split kernel writes the output itself).
 Reference: lessismore_vllm.reference.sparse_decode_reference.
 """
 
@@ -56,14 +54,12 @@ def _sparse_decode_split_kernel(
     scale_log2, num_splits,
     logits_ptr, stride_lr, stride_lh, scale,
     out_ptr, stride_ot, stride_oh,
-    counters_ptr,  # [rows * Hkv] int32, zero between launches; used when FUSED_COMBINE
     NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, GROUP: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_S: tl.constexpr, DENSE: tl.constexpr = False, FUSED_COMBINE: tl.constexpr = False,
+    DENSE: tl.constexpr = False,
 ):
     """One (row, KV head, split). DENSE (a selection layer's own pass): every position t < counts[row] (the row's
-    length), slots_ptr is the block table, and the pre-softmax logits scale * q.k go to logits[row, head, t].
-    FUSED_COMBINE: the (row, KV head)'s last split to finish combines all its splits for the group's heads."""
+    length), slots_ptr is the block table, and the pre-softmax logits scale * q.k go to logits[row, head, t]."""
     row = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
@@ -123,40 +119,6 @@ def _sparse_decode_split_kernel(
         tl.store(acc_ptr + slot_out[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=gd_mask)
         tl.store(ml_ptr + slot_out * 2, m_i, mask=g_mask)
         tl.store(ml_ptr + slot_out * 2 + 1, l_i, mask=g_mask)
-        if FUSED_COMBINE:
-            # Every thread's stores above, then one release/acquire increment for the program (as a grid barrier
-            # does it): the split that brings the count to num_splits sees all the others' partials.
-            tl.debug_barrier()
-            counter = counters_ptr + row * (NUM_HEADS // GROUP) + kv_head
-            if tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu") == num_splits - 1:
-                for g in tl.static_range(GROUP):
-                    _combine_head(acc_ptr, ml_ptr, out_ptr, stride_ot, stride_oh, num_splits, row,
-                                  kv_head * GROUP + g, NUM_HEADS, HEAD_DIM, BLOCK_S, BLOCK_D)
-                tl.store(counter, 0)  # zero for the next launch, which the stream orders after this one
-
-
-@triton.jit
-def _combine_head(acc_ptr, ml_ptr, out_ptr, stride_ot, stride_oh, num_splits, row, head,
-                  NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr):
-    """out[row, head] from the head's split partials (weights 2^(m - max) of each split's running max m). The
-    loads skip L1 (.cg): in the fused combine other SMs wrote the partials during this launch."""
-    offs_s = tl.arange(0, BLOCK_S)
-    offs_d = tl.arange(0, BLOCK_D)
-    s_mask = offs_s < num_splits
-    slot = (row * NUM_HEADS + head) * num_splits + offs_s
-    m = tl.load(ml_ptr + slot * 2, mask=s_mask, other=float("-inf"), cache_modifier=".cg")
-    l = tl.load(ml_ptr + slot * 2 + 1, mask=s_mask, other=0.0, cache_modifier=".cg")
-    m_max = tl.max(m, axis=0)
-    m_max = tl.where(m_max == float("-inf"), 0.0, m_max)  # all splits empty: count 0 (padded row)
-    w = tl.where(l > 0, tl.exp2(m - m_max), 0.0)
-    total = tl.sum(w * l, axis=0)
-    part = tl.load(
-        acc_ptr + slot[:, None] * HEAD_DIM + offs_d[None, :],
-        mask=s_mask[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0, cache_modifier=".cg",
-    )
-    o = tl.sum(part * w[:, None], axis=0) / tl.where(total > 0, total, 1.0)
-    tl.store(out_ptr + row * stride_ot + head * stride_oh + offs_d, o.to(out_ptr.dtype.element_ty),
-             mask=offs_d < HEAD_DIM)
 
 
 @triton.jit(do_not_specialize=BATCH_DEPENDENT_ARGS)
@@ -165,8 +127,25 @@ def _combine_splits_kernel(
     NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
     BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    _combine_head(acc_ptr, ml_ptr, out_ptr, stride_ot, stride_oh, num_splits, tl.program_id(0), tl.program_id(1),
-                  NUM_HEADS, HEAD_DIM, BLOCK_S, BLOCK_D)
+    row = tl.program_id(0)
+    head = tl.program_id(1)
+    offs_s = tl.arange(0, BLOCK_S)
+    offs_d = tl.arange(0, BLOCK_D)
+    s_mask = offs_s < num_splits
+    slot = (row * NUM_HEADS + head) * num_splits + offs_s
+    m = tl.load(ml_ptr + slot * 2, mask=s_mask, other=float("-inf"))
+    l = tl.load(ml_ptr + slot * 2 + 1, mask=s_mask, other=0.0)
+    m_max = tl.max(m, axis=0)
+    m_max = tl.where(m_max == float("-inf"), 0.0, m_max)  # all splits empty: count 0 (padded row)
+    w = tl.where(l > 0, tl.exp2(m - m_max), 0.0)
+    total = tl.sum(w * l, axis=0)
+    part = tl.load(
+        acc_ptr + slot[:, None] * HEAD_DIM + offs_d[None, :],
+        mask=s_mask[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0,
+    )
+    o = tl.sum(part * w[:, None], axis=0) / tl.where(total > 0, total, 1.0)
+    tl.store(out_ptr + row * stride_ot + head * stride_oh + offs_d, o.to(out_ptr.dtype.element_ty),
+             mask=offs_d < HEAD_DIM)
 
 
 def plan_splits(rows: int, num_kv_heads: int, width: int, tuning: SparseDecodeTuning = DEFAULT_TUNING) -> int:
@@ -221,7 +200,6 @@ def sparse_decode(
     workspace: torch.Tensor | None = None,
     tuning: SparseDecodeTuning = DEFAULT_TUNING,
     kernel: str | None = None,
-    split_counters: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """output[b] = softmax attention of query[b] over the cache slots slots[b, :counts[b]] (0 where counts[b] == 0).
 
@@ -229,8 +207,6 @@ def sparse_decode(
     (see slots_from_positions); counts [rows] int32. workspace: fp32, >= workspace_numel(...) elements.
     kernel: the split phase, "triton" or "cuda" (csrc/; an error if it cannot run); None: as the environment says
     (cuda_ext.split_launcher), falling back to Triton where the CUDA kernel cannot run.
-    split_counters: int32, >= rows * Hkv elements, all zero (and left zero): the Triton kernel then combines the
-    splits in the same launch. None: a second kernel combines them.
     """
     if query.shape[0] == 0:
         return output
@@ -242,8 +218,7 @@ def sparse_decode(
         cuda_split(query, kv_cache, slots, counts, acc, ml, scale * LOG2E, num_splits)
         _combine(acc, ml, output, num_splits, tuning)
     else:
-        _launch_split(query, kv_cache, slots, counts, acc, ml, output, scale, num_splits, tuning,
-                      counters=split_counters)
+        _launch_split(query, kv_cache, slots, counts, acc, ml, output, scale, num_splits, tuning)
     return output
 
 
@@ -258,40 +233,33 @@ def _partials(query, num_splits, workspace):
     return workspace[:n_acc], workspace[n_acc: n_acc + rows * num_heads * num_splits * 2]
 
 
-def _launch_split(query, kv_cache, tokens, counts, acc, ml, output, scale, num_splits, tuning, logits=None,
-                  counters=None) -> None:
-    """The split kernel, then the combine kernel where there are several splits and no counters to combine them
-    in the split kernel."""
+def _launch_split(query, kv_cache, tokens, counts, acc, ml, output, scale, num_splits, tuning, logits=None) -> None:
+    """The split kernel, then the combine kernel where there are several splits."""
     rows, num_heads, head_dim = query.shape
     num_kv_heads, block_size = kv_cache.shape[1], kv_cache.shape[2]
     dense = logits is not None
-    fused = counters is not None  # static: the variant must not change with the batch's split count
-    if fused:
-        assert counters.dtype == torch.int32 and counters.numel() >= rows * num_kv_heads
     _sparse_decode_split_kernel[(rows, num_kv_heads, num_splits)](
         query, kv_cache, tokens, counts, acc, ml,
         query.stride(0), query.stride(1), *kv_cache.stride(), tokens.stride(0),
         scale * LOG2E, num_splits,
         logits if dense else acc, logits.stride(0) if dense else 0, logits.stride(1) if dense else 0, scale,
-        output, output.stride(0), output.stride(1), counters if fused else counts,
+        output, output.stride(0), output.stride(1),
         NUM_HEADS=num_heads, HEAD_DIM=head_dim, GROUP=num_heads // num_kv_heads, BLOCK_SIZE=block_size,
         BLOCK_G=max(16, triton.next_power_of_2(num_heads // num_kv_heads)),
-        BLOCK_D=triton.next_power_of_2(head_dim), BLOCK_N=tuning.block_n, BLOCK_S=_block_s(tuning), DENSE=dense,
-        FUSED_COMBINE=fused, num_warps=tuning.num_warps, num_stages=tuning.num_stages,
+        BLOCK_D=triton.next_power_of_2(head_dim), BLOCK_N=tuning.block_n, DENSE=dense,
+        num_warps=tuning.num_warps, num_stages=tuning.num_stages,
     )
-    if num_splits > 1 and not fused:
+    if num_splits > 1:
         _combine(acc, ml, output, num_splits, tuning)
-
-
-def _block_s(tuning) -> int:
-    return max(2, triton.next_power_of_2(tuning.max_splits))  # one variant for any batch
 
 
 def _combine(acc, ml, output, num_splits, tuning) -> None:
     rows, num_heads, head_dim = output.shape
     _combine_splits_kernel[(rows, num_heads)](
         acc, ml, output, output.stride(0), output.stride(1), num_splits,
-        NUM_HEADS=num_heads, HEAD_DIM=head_dim, BLOCK_S=_block_s(tuning), BLOCK_D=triton.next_power_of_2(head_dim),
+        NUM_HEADS=num_heads, HEAD_DIM=head_dim,
+        BLOCK_S=max(2, triton.next_power_of_2(tuning.max_splits)),  # one variant for any batch
+        BLOCK_D=triton.next_power_of_2(head_dim),
     )
 
 
@@ -306,17 +274,15 @@ def dense_decode_with_logits(
     plan_width: int,
     workspace: torch.Tensor | None = None,
     tuning: SparseDecodeTuning = DENSE_TUNING,
-    split_counters: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """A selection layer's decode pass: output[b] = attention of query[b] over all its seq_lens[b] keys, and
     logits[b, h, t] = scale * q[b, h] . k[b, t] for t < seq_lens[b] (entries beyond are left unwritten). One read
     of the cache serves both. The splits are planned for plan_width (the builder's buffer width), as
-    max_workspace_numel sizes the builder's workspace for this pass too. split_counters: as in sparse_decode."""
+    max_workspace_numel sizes the builder's workspace for this pass too."""
     if query.shape[0] == 0:
         return output
     num_splits = plan_splits(query.shape[0], kv_cache.shape[1], plan_width, tuning)
     acc, ml = _partials(query, num_splits, workspace)
     assert query.stride(-1) == 1 and output.stride(-1) == 1 and logits.stride(-1) == 1
-    _launch_split(query, kv_cache, block_table, seq_lens, acc, ml, output, scale, num_splits, tuning, logits=logits,
-                  counters=split_counters)
+    _launch_split(query, kv_cache, block_table, seq_lens, acc, ml, output, scale, num_splits, tuning, logits=logits)
     return output

@@ -2,8 +2,9 @@
 ("kernel", LESSISMORE_SPLIT_COMBINE=kernel) or by each (row, KV head)'s last split in the same launch ("fused",
 split_counters). Per shape: FA3's decode layer, the sparse layer (budget 2048), the selection layer's dense pass
 alone, and the whole selection layer (pass + selection), each way; outputs and selections compared bit for bit.
-4 layers per CUDA graph; us per layer. Run from the repository root:
-python docs/perf-runs/2026-12-07-s14/combine_ab.py [1x16384,8x16384]"""
+4 layers per CUDA graph; us per layer. The fused combine measured slower and was removed after this run, so the
+script needs the commit it ran at (README.md here):
+git checkout c6e3ec8 && python docs/perf-runs/2026-12-07-s14/combine_ab.py [1x16384,8x16384]"""
 import sys
 
 import torch
