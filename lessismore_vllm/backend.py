@@ -45,8 +45,8 @@ def selection_pass() -> str:
 
 def selection_stream() -> str:
     """Where a selection layer ranks and unions (GPU): "main" (default), in line; "side", on a side stream that
-    overlaps the layer's MLP and the next layer's projections (opt-in until measured on a GPU). A bad value fails
-    at startup, naming the variable and the valid values."""
+    overlaps the layer's MLP and the next layer's projections (opt-in until its CUDA-graph test has run on a GPU).
+    A bad value fails at startup, naming the variable and the valid values."""
     return env_choice(SELECTION_STREAM_ENV, SELECTION_STREAMS, "main")
 
 
