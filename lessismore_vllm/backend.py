@@ -44,10 +44,10 @@ def selection_pass() -> str:
 
 
 def selection_stream() -> str:
-    """Where a selection layer ranks and unions (GPU): "main" (default), in line; "side", on a side stream that
-    overlaps the layer's MLP and the next layer's projections (opt-in until its CUDA-graph test has run on a GPU).
-    A bad value fails at startup, naming the variable and the valid values."""
-    return env_choice(SELECTION_STREAM_ENV, SELECTION_STREAMS, "main")
+    """Where a selection layer ranks and unions (GPU): "side" (default), on a side stream that overlaps the layer's
+    MLP and the next layer's projections; "main", in line. A bad value fails at startup, naming the variable and
+    the valid values."""
+    return env_choice(SELECTION_STREAM_ENV, SELECTION_STREAMS, "side")
 
 
 class SelectionOverlap:

@@ -15,7 +15,7 @@ from lessismore_vllm.kernels import cuda_ext, selection
 @pytest.mark.parametrize("choose,default,spelled,value,bad,message", [
     (backend.selection_pass, "fused", " Dense-Backend", "dense-backend", "both",
      "LESSISMORE_SELECTION_PASS='both' is invalid: valid values are fused, dense-backend"),
-    (backend.selection_stream, "main", " Side", "side", "async",
+    (backend.selection_stream, "side", " Main", "main", "async",
      "LESSISMORE_SELECTION_STREAM='async' is invalid: valid values are side, main"),
     (cuda_ext.chosen_kernel, "triton", "CUDA ", "cuda", "fast",
      "LESSISMORE_SPARSE_KERNEL='fast' is invalid: valid values are triton, cuda"),
