@@ -12,7 +12,9 @@ with --layers N, each replay runs N layers back to back (N caches) and times are
 2. Table over batch x context x budget: time (ms), KV bytes actually read, effective GB/s and % of peak HBM for
    FA3, vLLM Triton and FlashInfer dense decode and our sparse decode; our speedup over each dense kernel; the
    selection step (Triton kernels; the logits kernel alone; the variant with the static-shape torch union); and a
-   selection layer (FA3 dense decode + our selection step) as a multiple of a dense decode layer.
+   selection layer (FA3 dense decode + our selection step, and our fused pass + selection) as a multiple of a dense
+   decode layer, alone and in its chain (+ the model's MLP + a sparse layer; SelectionChain), where the default side
+   stream overlaps the selection with the MLP.
 Writes bench_kernels.json next to the printed table.
 """
 
@@ -192,6 +194,53 @@ def with_top_k(choice: str, fn):
         selection_module._fused_rank_keys, selection_module._flashinfer_top_k = saved
 
 
+class SelectionChain:
+    """A selection layer where the engine runs it: followed by the layer's MLP (Qwen3-8B's: gate_up 4096 x 24576,
+    down 12288 x 4096, bf16) and a sparse layer. With LESSISMORE_SELECTION_STREAM=side (the default) the ranking
+    and union overlap that MLP, so the selection layer's cost in a decode step is
+    (chain - MLP and sparse layer alone) / (the same chain with FA3's layer - MLP and sparse layer alone)."""
+
+    HIDDEN, INTERMEDIATE = 4096, 12288
+
+    def __init__(self):
+        g = torch.Generator(device="cuda").manual_seed(0)
+        shape_up, shape_down = (2 * self.INTERMEDIATE, self.HIDDEN), (self.HIDDEN, self.INTERMEDIATE)
+        self.w_up = torch.randn(shape_up, device="cuda", dtype=torch.bfloat16, generator=g) * 0.01
+        self.w_down = torch.randn(shape_down, device="cuda", dtype=torch.bfloat16, generator=g) * 0.01
+        self.side, self.done = torch.cuda.Stream(), torch.cuda.Event()
+
+    def mlp(self, h):
+        a = torch.nn.functional.linear(h, self.w_up)
+        torch.nn.functional.linear(a[:, : self.INTERMEDIATE] * a[:, self.INTERMEDIATE :], self.w_down)
+
+    def times(self, cases, bufs, ws, budget: int, sparse) -> dict:
+        """ms per chain (one per case, back to back in one CUDA graph) and the selection layer's cost in it."""
+        hs = [torch.randn(x.batch, self.HIDDEN, device="cuda", dtype=torch.bfloat16) for x in cases]
+
+        def chain(attention, stream=None):
+            def one(x, h):
+                if attention == "select":
+                    pos, cnt, slots = bufs[id(x)]
+                    select(x.q, x.kv, x.bt, x.seq_lens, x.scale, budget, 0.25, 4, pos, cnt, slots,
+                           attention_out=x.out, workspace=ws, selection_stream=stream)
+                    if stream is not None:
+                        self.done.record(stream)
+                elif attention == "fa3":
+                    x.fa3()
+                self.mlp(h)
+                if stream is not None:
+                    torch.cuda.current_stream().wait_event(self.done)
+                sparse(x)
+            return lambda: [one(x, h) for x, h in zip(cases, hs)]
+
+        t = {k: bench(chain(*a)) / len(cases) for k, a in
+             {"base": ("none",), "fa3": ("fa3",), "main": ("select",), "side": ("select", self.side)}.items()}
+        cost = {way: (t[way] - t["base"]) / (t["fa3"] - t["base"]) for way in ("main", "side")}
+        return {"chain_mlp_sparse_ms": t["base"], "chain_fa3_ms": t["fa3"], "chain_select_main_ms": t["main"],
+                "chain_select_side_ms": t["side"], "selection_layer_in_chain_vs_dense_layer": cost["side"],
+                "selection_layer_in_chain_main_vs_dense_layer": cost["main"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
@@ -208,6 +257,8 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=1, help="time N layers (N caches, as many queries and selections) "
                     "back to back in one CUDA graph and report ms per layer, as a decode step runs them (1: one "
                     "kernel per graph replay, which adds the replay's own launch cost to every time)")
+    ap.add_argument("--no-chain", dest="chain", action="store_false", help="skip the selection layer timed in its "
+                    "chain (selection layer + Qwen3-8B MLP + sparse layer, in line and on the side stream)")
     ap.add_argument("--profile", default="", help="BxLxK,...: GPU time of each selection kernel (eager, profiler)")
     args = ap.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -237,6 +288,7 @@ def main() -> None:
 
     csrc = cuda_ext.load() is not None  # the csrc/ split kernel, timed next to the Triton one where it builds
     result["csrc_built"] = csrc
+    chain = SelectionChain() if args.chain else None
     rows = []
     for batch in map(int, args.batches.split(",")):
         for L in map(int, args.lengths.split(",")):
@@ -317,6 +369,8 @@ def main() -> None:
                     "selection_layer_fused_ms": t_layer_fused,  # attention + logits in one pass, then the selection
                     "selection_layer_vs_dense_layer": t_layer_fused / t_fa3,
                 }
+                if chain is not None:
+                    row.update(chain.times(cases, bufs, ws, budget, sparse))
                 if peak:
                     for k in ("fa3", "triton", "flashinfer", "sparse", "csrc"):
                         if row[f"{k}_GBps"]:
@@ -331,7 +385,10 @@ def main() -> None:
                       f"flashinfer top-k {t_select_flashinfer:.3f}; radix top-k {t_select_radix:.3f}; "
                       f"logits {t_logits:.3f}; torch-union variant {t_select_torch:.3f}) "
                       f"layer: FA3 + select {row['selection_layer_separate_vs_dense_layer']:5.2f}x dense, "
-                      f"fused {t_layer_fused:6.3f} ms {row['selection_layer_vs_dense_layer']:5.2f}x", flush=True)
+                      f"fused {t_layer_fused:6.3f} ms {row['selection_layer_vs_dense_layer']:5.2f}x"
+                      + (f"; in its chain {row['selection_layer_in_chain_vs_dense_layer']:5.2f}x (side stream), "
+                         f"{row['selection_layer_in_chain_main_vs_dense_layer']:5.2f}x (in line)" if chain else ""),
+                      flush=True)
             del c, cases
             torch.cuda.empty_cache()
     result["rows"] = rows
