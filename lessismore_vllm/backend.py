@@ -50,6 +50,13 @@ def selection_stream() -> str:
     return env_choice(SELECTION_STREAM_ENV, SELECTION_STREAMS, "side")
 
 
+def effective_selection_stream(asked: str, tp_size: int, tracing: bool, micro_batched: bool) -> str:
+    """The side stream where it is safe, else in line: tensor parallelism all-reduces the rank keys and the trace
+    reads the selection, both in line; under dual batch overlap two micro-batches share the layers (and so one
+    pending-selection flag) from two threads."""
+    return "main" if tp_size > 1 or tracing or micro_batched else asked
+
+
 class SelectionOverlap:
     """The selection after a selection layer's attention pass (ranking, union: the builder's positions, slots and
     counts) runs on a side stream, since only the next attention layer reads it: the layer's o_proj and MLP and
@@ -164,13 +171,9 @@ class LessIsMoreMetadataBuilder(AttentionMetadataBuilder[LessIsMoreMetadata]):
         first_sparse = min((i for i, r in roles.items() if r is LayerRole.SPARSE), default=None)
         tp_check = tp_size > 1 and os.environ.get("LESSISMORE_TP_CHECK", "0") == "1"
         self.selection_pass = selection_pass() if dense_cls else "torch-reference"
-        self.selection_stream = selection_stream() if dense_cls else "main"  # a bad value fails here
-        overlap = None
-        if self.selection_stream == "side":
-            if tp_size > 1 or trace.PATH:  # the keys' all-reduce and the trace read the selection in line
-                self.selection_stream = "main"
-            else:
-                overlap = SelectionOverlap(device)
+        self.selection_stream = effective_selection_stream(  # a bad LESSISMORE_SELECTION_STREAM fails here
+            selection_stream() if dense_cls else "main", tp_size, bool(trace.PATH), compat.micro_batched(vllm_config))
+        overlap = SelectionOverlap(device) if self.selection_stream == "side" else None
         for name, layer in layers.items():
             idx = index[name]
             # the first sparse layer counts the step (all sparse layers of a step attend the same amount)

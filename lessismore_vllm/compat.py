@@ -183,6 +183,12 @@ def vllm_distribution_alias() -> None:
     md.version = version
 
 
+def micro_batched(vllm_config) -> bool:
+    """Dual batch overlap (vLLM >= 0.11, `--enable-dbo`): two micro-batches run interleaved, each with its own
+    metadata builder, through the same layers."""
+    return bool(getattr(vllm_config.parallel_config, "enable_dbo", False))
+
+
 def tp_rank_and_size() -> tuple[int, int]:
     """This worker's tensor-parallel rank and the group size ((0, 1) where vLLM's distributed state is not set up)."""
     try:

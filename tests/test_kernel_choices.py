@@ -5,6 +5,8 @@ puts it into rank order (LESSISMORE_RANK_KERNEL), which split kernel the sparse 
 variable and the valid values; on a machine without CUDA the top-k is the Triton radix select and the rank sort
 Triton's (the kernels themselves: tests/gpu and the interpreter tests)."""
 
+import types
+
 import pytest
 import torch
 
@@ -31,6 +33,27 @@ def test_choice_default_spelling_and_bad_value(monkeypatch, choose, default, spe
     monkeypatch.setenv(env, bad)
     with pytest.raises(ValueError, match=message):
         choose()
+
+
+@pytest.mark.parametrize("asked,tp_size,tracing,micro_batched,want", [
+    ("side", 1, False, False, "side"),  # the default where nothing forbids it
+    ("main", 1, False, False, "main"),
+    ("side", 2, False, False, "main"),  # tensor parallelism: the rank keys' all-reduce runs in line
+    ("side", 1, True, False, "main"),  # LESSISMORE_TRACE reads the selection in line
+    ("side", 1, False, True, "main"),  # dual batch overlap: two micro-batches share the layers
+])
+def test_selection_stream_falls_back_in_line_where_the_side_stream_is_unsafe(asked, tp_size, tracing,
+                                                                              micro_batched, want):
+    assert backend.effective_selection_stream(asked, tp_size, tracing, micro_batched) == want
+
+
+def test_micro_batched_reads_vllms_dual_batch_overlap_flag():
+    from vllm.config import ParallelConfig
+
+    for dbo in (False, True):
+        cfg = types.SimpleNamespace(parallel_config=ParallelConfig(enable_dbo=dbo))
+        assert compat.micro_batched(cfg) is dbo
+    assert compat.micro_batched(types.SimpleNamespace(parallel_config=object())) is False  # a vLLM without DBO
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on CUDA the valid values return vLLM backend classes")
@@ -75,7 +98,6 @@ def test_flashinfer_top_k_that_cannot_run_falls_back_to_the_radix_kernels(monkey
     """FlashInfer builds its kernel on first use; where that first call fails (here: no CUDA device behind a
     CUDA-looking setup), the choice is the radix select and the reason is logged, instead of a failing engine."""
     import sys
-    import types
 
     calls = []
     fake = types.SimpleNamespace(top_k_ragged_transform=lambda *a, **k: calls.append(a),
