@@ -40,13 +40,18 @@ HQ, HKV, D, BS = 32, 8, 128, 16
 KV_BYTES_PER_TOKEN = HKV * 2 * D * 2  # one layer, bf16 K and V
 
 
-def setup(batch: int, L: int, dtype=torch.bfloat16, seed=0):
+def setup(batch: int, L: int, dtype=torch.bfloat16, seed=0, table_tokens: int = 0):
+    """A shuffled paged cache of `batch` rows of L tokens. table_tokens > L: the block table is that many tokens wide
+    (the engine's are max_model_len wide), the columns past L pointing at block 0 and never read."""
     g = torch.Generator(device="cuda").manual_seed(seed)
     blocks = triton.cdiv(L, BS)
     num_blocks = batch * blocks + 8
     kv = torch.randn(num_blocks, BS, HKV, 2 * D, device="cuda", dtype=dtype, generator=g).permute(0, 2, 1, 3)
     perm = torch.randperm(num_blocks, device="cuda", generator=g)[: batch * blocks]
     block_table = perm.view(batch, blocks).to(torch.int32)
+    if table_tokens > L:
+        pad = torch.zeros(batch, triton.cdiv(table_tokens, BS) - blocks, device="cuda", dtype=torch.int32)
+        block_table = torch.cat([block_table, pad], dim=1)
     q = torch.randn(batch, HQ, D, device="cuda", dtype=dtype, generator=g)
     seq_lens = torch.full((batch,), L, device="cuda", dtype=torch.int32)
     return kv, block_table, q, seq_lens
@@ -69,9 +74,9 @@ def bench(fn, rep=100) -> float:
 class Case:
     """One (batch, L) paged cache with the dense kernels bound to it."""
 
-    def __init__(self, batch: int, L: int, seed: int = 0):
+    def __init__(self, batch: int, L: int, seed: int = 0, table_tokens: int = 0):
         self.batch, self.L = batch, L
-        self.kv, self.bt, self.q, self.seq_lens = setup(batch, L, seed=seed)
+        self.kv, self.bt, self.q, self.seq_lens = setup(batch, L, seed=seed, table_tokens=table_tokens)
         self.out = torch.empty_like(self.q)
         self.scale = D**-0.5
         self.k_cache, self.v_cache = self.kv.transpose(1, 2).split(D, dim=-1)  # [blocks, BS, Hkv, D] views
@@ -98,9 +103,9 @@ class Case:
         block table), so that flashinfer() is graph-capturable. JIT-compiles its kernel on first use."""
         import flashinfer
 
-        pages = self.bt.shape[1]
+        pages = triton.cdiv(self.L, BS)  # its page table holds only the pages in use
         indptr = torch.arange(self.batch + 1, device="cuda", dtype=torch.int32) * pages
-        indices = self.bt.reshape(-1).contiguous()
+        indices = self.bt[:, :pages].reshape(-1).contiguous()
         last_page_len = torch.full((self.batch,), (self.L - 1) % BS + 1, device="cuda", dtype=torch.int32)
         self.fi = flashinfer.BatchDecodeWithPagedKVCacheWrapper(
             torch.empty(64 << 20, dtype=torch.uint8, device="cuda"), "NHD", use_cuda_graph=True,
@@ -257,6 +262,9 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=1, help="time N layers (N caches, as many queries and selections) "
                     "back to back in one CUDA graph and report ms per layer, as a decode step runs them (1: one "
                     "kernel per graph replay, which adds the replay's own launch cost to every time)")
+    ap.add_argument("--table-tokens", type=int, default=0, help="block tables this many tokens wide, as the engine's "
+                    "are max_model_len wide (the selection sizes its logits and the ranking's key cache by it); "
+                    "default: as wide as each context")
     ap.add_argument("--no-chain", dest="chain", action="store_false", help="skip the selection layer timed in its "
                     "chain (selection layer + Qwen3-8B MLP + sparse layer, in line and on the side stream)")
     ap.add_argument("--profile", default="", help="BxLxK,...: GPU time of each selection kernel (eager, profiler)")
@@ -283,6 +291,7 @@ def main() -> None:
         print(f"best launch shape: {tuning}", flush=True)
     result["tuning"] = tuning.__dict__
     result["layers_per_graph"] = args.layers
+    result["table_tokens"] = args.table_tokens
 
     from lessismore_vllm.kernels import cuda_ext
 
@@ -294,7 +303,8 @@ def main() -> None:
         for L in map(int, args.lengths.split(",")):
             if args.layers * batch * L * KV_BYTES_PER_TOKEN > 48 << 30:
                 continue
-            cases = [Case(batch, L, seed) for seed in range(args.layers)]  # one per layer of a captured graph
+            # one per layer of a captured graph
+            cases = [Case(batch, L, seed, args.table_tokens) for seed in range(args.layers)]
             c = cases[0]
 
             def per_layer(fn):  # ms per layer: fn(case) for every case, back to back in one CUDA graph
