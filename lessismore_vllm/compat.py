@@ -184,8 +184,8 @@ def vllm_distribution_alias() -> None:
 
 
 def micro_batched(vllm_config) -> bool:
-    """Dual batch overlap (vLLM >= 0.11, `--enable-dbo`): two micro-batches run interleaved, each with its own
-    metadata builder, through the same layers."""
+    """Dual batch overlap (`--enable-dbo`, ParallelConfig.enable_dbo): two micro-batches run interleaved, each
+    with its own metadata builder, through the same layers (False where vLLM has no such setting)."""
     return bool(getattr(vllm_config.parallel_config, "enable_dbo", False))
 
 
