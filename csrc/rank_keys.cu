@@ -17,6 +17,34 @@ namespace {
 
 constexpr int kThreads = 256;
 
+// Profiling only (never in the product build): compiled with -DLESSISMORE_PHASE_CLOCKS, rank_keys_from_logits_kernel
+// records clock64() at the end of each phase for its first kTimedBlocks blocks (phase_clocks() returns them), to see
+// where a head's ranking spends its time. Phases: 0 start, 1-3 radix passes (a skipped pass repeats the previous
+// time), 4 compaction, 5 winners to registers, 6 sort (bucket_ranks: placement), 7 rank-key scatter (bucket_ranks:
+// the ranks inside buckets and the scatter); slot 8 is 1 where bucket_ranks ranked the winners.
+#ifdef LESSISMORE_PHASE_CLOCKS
+constexpr int kTimedBlocks = 4096, kPhases = 9;  // slot 8: 1 where bucket_ranks ranked the winners
+__device__ long long g_phase_clocks[kTimedBlocks][kPhases];
+#define PHASE_MARK(i)                                                                \
+  do {                                                                               \
+    __syncthreads();                                                                 \
+    const int timed = blockIdx.x * gridDim.y + blockIdx.y;                           \
+    if (threadIdx.x == 0 && timed < kTimedBlocks) g_phase_clocks[timed][i] = clock64(); \
+  } while (0)
+#define PHASE_VALUE(i, v)                                                            \
+  do {                                                                               \
+    const int timed = blockIdx.x * gridDim.y + blockIdx.y;                           \
+    if (threadIdx.x == 0 && timed < kTimedBlocks) g_phase_clocks[timed][i] = (v);   \
+  } while (0)
+#else
+#define PHASE_MARK(i) \
+  do {                \
+  } while (0)
+#define PHASE_VALUE(i, v) \
+  do {                    \
+  } while (0)
+#endif
+
 // Order-preserving 32-bit key of an fp32 logit: larger logit = larger key. -0.0 (0x80000000) keeps its bits, which
 // are +0.0's key: equal, as in the oracle.
 __device__ __forceinline__ uint32_t order_key(float x) {
@@ -63,6 +91,11 @@ constexpr int kSelectBins = 4096;                      // 12-bit digits
 constexpr int kSelectCache = 16384;                    // cached keys (64 KB: two blocks fit an H100 SM)
 constexpr int kSelectCacheAlone = 45056;               // with at most one block per SM: 176 KB
 constexpr int kCompactItems = 8;                       // candidates per thread per compaction chunk
+constexpr int kBucketBits = 10;                        // bucket_ranks: 1024 buckets of the winners' keys
+constexpr int kBuckets = 1 << kBucketBits;
+constexpr int kBucketMaxMid = 1536;                    // bucket_ranks' placed winners share the histogram's memory
+constexpr int kBucketLimit = 48;                       // default: the most winners a bucket may hold (else sort)
+static_assert(kBuckets + 2 * kBucketMaxMid <= kSelectBins && kBuckets % kSelectThreads == 0);
 
 struct Threshold {  // of the keys left in the running: which bin holds the k-th largest, and how many are above it
   int bin, above, count;
@@ -157,12 +190,22 @@ struct Cut {  // the k largest keys: every key whose bits under mask are above p
 template <typename Load>
 __device__ Cut radix_select(SelectShared& sh, Load load, uint32_t* cache, int cache_len, int n, int k) {
   Threshold t = radix_pass<kSelectBins, true>(sh, load, cache, cache_len, n, 0u, 0u, 20, k);
+  PHASE_MARK(1);
   Cut cut{0xFFF00000u, uint32_t(t.bin) << 20, k - t.above};
-  if (t.count == cut.take) return cut;
+  if (t.count == cut.take) {
+    PHASE_MARK(2);
+    PHASE_MARK(3);
+    return cut;
+  }
   t = radix_pass<kSelectBins, false>(sh, load, cache, cache_len, n, cut.mask, cut.prefix, 8, cut.take);
+  PHASE_MARK(2);
   cut = Cut{0xFFFFFF00u, cut.prefix | uint32_t(t.bin) << 8, cut.take - t.above};
-  if (t.count == cut.take) return cut;
+  if (t.count == cut.take) {
+    PHASE_MARK(3);
+    return cut;
+  }
   t = radix_pass<256, false>(sh, load, cache, cache_len, n, cut.mask, cut.prefix, 0, cut.take);
+  PHASE_MARK(3);
   return Cut{~0u, cut.prefix | uint32_t(t.bin), cut.take - t.above};
 }
 
@@ -211,6 +254,76 @@ __device__ void compact(SelectShared& sh, Load load, const uint32_t* cache, int 
   }
 }
 
+// Rank order without a full sort, for the winners' sort keys (~order key: ascending = rank order), all in [first,
+// last]: a counting sort by the top kBucketBits bits of key - first, then each winner's place inside its bucket by
+// comparing it with the bucket's other entries (key, then position: the oracle's stable sort). The CUB radix sort
+// makes ~6 passes of block-wide scans over the winners; this makes one, and each bucket holds a few winners when the
+// logits near the cut are spread out. Returns false, having written no rank key, when a bucket holds more than
+// `limit` winners (many equal or clustered logits): the caller sorts instead. Uniform per block.
+__device__ bool bucket_ranks(SelectShared& sh, const uint32_t (&key)[kSelectItems], const int (&pos)[kSelectItems],
+                             int mid, uint32_t first, uint32_t last, int limit, int* row_keys, int total_heads,
+                             int key_base) {
+  constexpr int kPer = kBuckets / kSelectThreads;
+  int* const start = sh.data.hist;  // counts, then each bucket's first place
+  uint32_t* const placed_key = reinterpret_cast<uint32_t*>(sh.data.hist + kBuckets);
+  int* const placed_pos = sh.data.hist + kBuckets + kBucketMaxMid;
+  const uint32_t span = last - first;
+  const int shift = max(0, 32 - __clz(span) - kBucketBits);  // (span >> shift) < kBuckets
+  for (int b = threadIdx.x; b < kBuckets; b += kSelectThreads) start[b] = 0;
+  __syncthreads();
+  int bucket[kSelectItems], slot[kSelectItems];
+#pragma unroll
+  for (int i = 0; i < kSelectItems; ++i) {
+    if (threadIdx.x * kSelectItems + i < mid) {
+      bucket[i] = static_cast<int>((key[i] - first) >> shift);
+      slot[i] = atomicAdd(&start[bucket[i]], 1);  // order inside a bucket does not matter: ranks compare entries
+    }
+  }
+  __syncthreads();
+  int count[kPer], mine = 0, largest = 0;
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) {
+    count[j] = start[threadIdx.x * kPer + j];
+    mine += count[j];
+    largest = max(largest, count[j]);
+  }
+  if (__syncthreads_or(largest > limit)) return false;
+  int before;
+  SelectScan(sh.cub.scan).ExclusiveSum(mine, before);
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) {  // each thread rewrites only the buckets it read
+    start[threadIdx.x * kPer + j] = before;
+    before += count[j];
+  }
+  __syncthreads();
+#pragma unroll
+  for (int i = 0; i < kSelectItems; ++i) {
+    if (threadIdx.x * kSelectItems + i < mid) {
+      const int at = start[bucket[i]] + slot[i];
+      placed_key[at] = key[i];
+      placed_pos[at] = pos[i];
+    }
+  }
+  __syncthreads();
+  PHASE_MARK(6);
+#pragma unroll
+  for (int i = 0; i < kSelectItems; ++i) {
+    if (threadIdx.x * kSelectItems + i < mid) {
+      const int b = bucket[i];
+      const int end = b + 1 < kBuckets ? start[b + 1] : mid;
+      int rank = start[b];
+      for (int j = start[b]; j < end; ++j) {
+        const uint32_t k = placed_key[j];
+        rank += k < key[i] || (k == key[i] && placed_pos[j] < pos[i]);
+      }
+      atomicMin(row_keys + pos[i], rank * total_heads + key_base);
+    }
+  }
+  PHASE_MARK(7);
+  PHASE_VALUE(8, 1);
+  return true;
+}
+
 // One block per (row, query head) over the head's candidates logits[lo, lo + n) (lo = sinks, n = L - sinks -
 // recent): the cut of its mid largest order keys (radix_select), the winners in position order (compact), a stable
 // block radix sort of them into rank order (ties stay in position order), and rank * total_heads + head written to
@@ -221,7 +334,7 @@ __global__ void __launch_bounds__(kSelectThreads, 2)
     rank_keys_from_logits_kernel(const float* __restrict__ logits, const int* __restrict__ seq_lens,
                                  int* __restrict__ keys, int64_t stride_lr, int64_t stride_lh, int64_t stride_kt,
                                  int mid, int budget, int sinks, int recent, int total_heads, int head_offset,
-                                 int cache_len) {
+                                 int cache_len, int bucket_limit) {
   extern __shared__ __align__(16) uint32_t cache[];
   __shared__ SelectShared sh;
   const int row = blockIdx.x, head = blockIdx.y;
@@ -231,6 +344,8 @@ __global__ void __launch_bounds__(kSelectThreads, 2)
   const float* src = logits + row * stride_lr + head * stride_lh + sinks;
   const auto logit_key = [src](int i) { return order_key(src[i]); };
   if (threadIdx.x == 0) sh.top = 0;
+  PHASE_MARK(0);
+  PHASE_VALUE(8, 0);
 
   const Cut cut = radix_select(sh, logit_key, cache, cache_len, n, mid);
   uint32_t top = 0;
@@ -240,6 +355,7 @@ __global__ void __launch_bounds__(kSelectThreads, 2)
     top = max(top, key);
   });
   atomicMax(&sh.top, top);
+  PHASE_MARK(4);
 
   // Rank order: a stable sort of the winners, which are in position order (ties to the lower position).
   uint32_t key[kSelectItems];
@@ -251,14 +367,23 @@ __global__ void __launch_bounds__(kSelectThreads, 2)
     pos[i] = idx < mid ? sh.data.winners.pos[idx] : -1;
   }
   __syncthreads();
+  PHASE_MARK(5);
+  int* const row_keys = keys + row * stride_kt;
+  const int key_base = head_offset + head;
+  if (mid <= kBucketMaxMid && bucket_ranks(sh, key, pos, mid, ~sh.top, ~cut.prefix, bucket_limit, row_keys,
+                                           total_heads, key_base)) {
+    return;
+  }
   // Every winner lies in [cut.prefix, top], so the bits above the highest one where those two differ are shared.
   const int end_bit = max(1, 32 - __clz(sh.top ^ cut.prefix));
   SelectSort(sh.cub.sort).Sort(key, pos, 0, end_bit);
+  PHASE_MARK(6);
 #pragma unroll
   for (int i = 0; i < kSelectItems; ++i) {
     const int rank = threadIdx.x * kSelectItems + i;
-    if (rank < mid) atomicMin(keys + row * stride_kt + pos[i], rank * total_heads + head_offset + head);
+    if (rank < mid) atomicMin(row_keys + pos[i], rank * total_heads + key_base);
   }
+  PHASE_MARK(7);
 }
 
 }  // namespace
@@ -307,8 +432,10 @@ int most_cached_keys() {
 
 }  // namespace
 
+// bucket_limit: bucket_ranks ranks a head's winners when no bucket holds more (0: always the CUB sort; for A/B runs).
 void rank_keys_from_logits(torch::Tensor logits, torch::Tensor seq_lens, torch::Tensor keys, int64_t mid,
-                           int64_t budget, int64_t sinks, int64_t recent, int64_t total_heads, int64_t head_offset) {
+                           int64_t budget, int64_t sinks, int64_t recent, int64_t total_heads, int64_t head_offset,
+                           int64_t bucket_limit) {
   TORCH_CHECK(logits.dtype() == torch::kFloat32 && keys.dtype() == torch::kInt32 && seq_lens.dtype() == torch::kInt32,
               "rank_keys_from_logits: fp32 logits, int32 seq_lens and keys");
   TORCH_CHECK(logits.dim() == 3 && logits.stride(2) == 1 && keys.stride(1) == 1);
@@ -329,11 +456,26 @@ void rank_keys_from_logits(torch::Tensor logits, torch::Tensor seq_lens, torch::
   const dim3 grid(seq_lens.size(0), logits.size(1));
   rank_keys_from_logits_kernel<<<grid, kSelectThreads, smem, at::cuda::getCurrentCUDAStream()>>>(
       logits.data_ptr<float>(), seq_lens.data_ptr<int>(), keys.data_ptr<int>(), logits.stride(0), logits.stride(1),
-      keys.stride(0), mid, budget, sinks, recent, total_heads, head_offset, cache_len);
+      keys.stride(0), mid, budget, sinks, recent, total_heads, head_offset, cache_len,
+      static_cast<int>(std::min<int64_t>(bucket_limit, kBucketMaxMid)));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
+#ifdef LESSISMORE_PHASE_CLOCKS
+torch::Tensor phase_clocks() {
+  auto out = torch::empty({kTimedBlocks, kPhases}, torch::kInt64);
+  C10_CUDA_CHECK(cudaMemcpyFromSymbol(out.data_ptr<int64_t>(), g_phase_clocks, sizeof(g_phase_clocks)));
+  return out;
+}
+#endif
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+#ifdef LESSISMORE_PHASE_CLOCKS
+  m.def("phase_clocks", &phase_clocks, "clock64() at the end of each phase of the timed blocks (profiling build)");
+#endif
   m.def("rank_keys", &rank_keys, "LessIsMore rank keys of FlashInfer's per-head top lists (CUDA)");
-  m.def("rank_keys_from_logits", &rank_keys_from_logits, "LessIsMore per-head top-k and rank keys (CUDA)");
+  m.def("rank_keys_from_logits", &rank_keys_from_logits, "LessIsMore per-head top-k and rank keys (CUDA)",
+        pybind11::arg("logits"), pybind11::arg("seq_lens"), pybind11::arg("keys"), pybind11::arg("mid"),
+        pybind11::arg("budget"), pybind11::arg("sinks"), pybind11::arg("recent"), pybind11::arg("total_heads"),
+        pybind11::arg("head_offset"), pybind11::arg("bucket_limit") = kBucketLimit);
 }

@@ -94,20 +94,50 @@ def test_rank_keys(seq_lens, mid, budget, kernel):
                                                   ([7000, 6000], 2048, 2600), ([50000], 1536, 2048),
                                                   ([21000] * 4 + [3000], 1536, 2048)])
 @pytest.mark.parametrize("ties", [True, False])
-def test_rank_keys_from_logits(seq_lens, mid, budget, ties):
+@pytest.mark.parametrize("bucket_limit", [None, 0, 2048])
+def test_rank_keys_from_logits(seq_lens, mid, budget, ties, bucket_limit):
     """csrc/rank_keys.cu's per-head top-k + rank keys against the oracle: ties everywhere (the last radix pass and
     the tie-break to the lower position) or none (a pass skipped once its bin is taken whole), rows that fit the
     budget, rows with more candidates than the kernel caches in shared memory (45056 with one block per SM:
-    50000; 16384 with more blocks than SMs: 5 rows x 32 heads of 21000), and a tensor-parallel rank's keys."""
+    50000; 16384 with more blocks than SMs: 5 rows x 32 heads of 21000), and a tensor-parallel rank's keys.
+    bucket_limit: the winners ranked by bucket_ranks where their buckets are small enough (None: the default
+    limit; with ties the buckets overflow it and the sort runs), always by the CUB sort (0), or always by
+    bucket_ranks (2048: big buckets and equal keys inside them)."""
+    import functools
+
     from lessismore_vllm.kernels import cuda_ext
 
     launcher = cuda_ext.rank_from_logits_launcher()
     if launcher is None:
         pytest.skip("csrc/rank_keys.cu did not build here (see the warning)")
+    if bucket_limit is not None:
+        launcher = functools.partial(launcher, bucket_limit=bucket_limit)
     check_rank_keys(seq_lens, 32, mid, budget, "cuda", launcher, from_logits=True, ties=ties)
     if len(seq_lens) > 1:  # tensor parallelism: these 32 heads are heads 32-63 of 64 (rank 1 of 2)
         check_rank_keys(seq_lens, 32, mid, budget, "cuda", launcher, seed=1, total_heads=64, head_offset=32,
                         from_logits=True, ties=ties)
+
+
+@pytest.mark.parametrize("outlier", [30.0, 300.0, 1e30])
+def test_rank_keys_from_logits_bucket_and_sort_agree(outlier):
+    """The two ways of ranking a head's winners give the same keys, also where a few outliers widen the winners'
+    key span (fewer buckets near the cut: more winners per bucket, up to the sort's fallback)."""
+    from lessismore_vllm.kernels import cuda_ext
+
+    launcher = cuda_ext.rank_from_logits_launcher()
+    if launcher is None:
+        pytest.skip("csrc/rank_keys.cu did not build here (see the warning)")
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(3, 32, 12000, generator=g)
+    logits[:, :, torch.randint(4, 11000, (6,), generator=g)] = outlier
+    logits = logits.cuda()
+    seq = torch.tensor([12000, 9000, 2049], dtype=torch.int32, device="cuda")
+    got = {}
+    for limit in (0, 48, 2048):
+        keys = torch.full((3, 12000), torch.iinfo(torch.int32).max, dtype=torch.int32, device="cuda")
+        launcher(logits, seq, keys, 1536, 2048, 4, 508, 32, 0, bucket_limit=limit)
+        got[limit] = keys.cpu()
+    assert torch.equal(got[0], got[48]) and torch.equal(got[0], got[2048])
 
 
 def test_rank_keys_from_logits_all_equal():
