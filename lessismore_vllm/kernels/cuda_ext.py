@@ -2,7 +2,8 @@
 TORCH_EXTENSIONS_DIR), each used where it measured faster than its Triton counterpart, or when asked for:
 
 - csrc/rank_keys.cu: the selection's ranking of each head. By default one kernel takes each head's logits to its
-  top-mid, sorts them into rank order and writes the rank keys (rank_keys_from_logits); with
+  top-mid, puts them in rank order (a counting sort into buckets; a CUB sort where equal logits crowd a bucket) and
+  writes the rank keys (rank_keys_from_logits); with
   LESSISMORE_SELECTION_TOPK=flashinfer, FlashInfer's top-k runs first and rank_keys sorts its lists (a CUB block
   radix sort, 2.2-3.3x faster than the Triton bitonic sort on the H100, docs/performance.md).
   LESSISMORE_RANK_KERNEL = "auto" (default: CUDA where it builds, else Triton, the reason logged once) or
