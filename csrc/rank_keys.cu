@@ -23,7 +23,7 @@ constexpr int kThreads = 256;
 // time), 4 compaction, 5 winners to registers, 6 sort (bucket_ranks: placement), 7 rank-key scatter (bucket_ranks:
 // the ranks inside buckets and the scatter); slot 8 is 1 where bucket_ranks ranked the winners.
 #ifdef LESSISMORE_PHASE_CLOCKS
-constexpr int kTimedBlocks = 4096, kPhases = 9;  // slot 8: 1 where bucket_ranks ranked the winners
+constexpr int kTimedBlocks = 4096, kPhases = 9;
 __device__ long long g_phase_clocks[kTimedBlocks][kPhases];
 #define PHASE_MARK(i)                                                                \
   do {                                                                               \
@@ -325,11 +325,11 @@ __device__ bool bucket_ranks(SelectShared& sh, const uint32_t (&key)[kSelectItem
 }
 
 // One block per (row, query head) over the head's candidates logits[lo, lo + n) (lo = sinks, n = L - sinks -
-// recent): the cut of its mid largest order keys (radix_select), the winners in position order (compact), a stable
-// block radix sort of them into rank order (ties stay in position order), and rank * total_heads + head written to
-// each winner's rank key by atomic min. The sort covers only the bits where the winners' keys can differ (those
-// under the highest bit where the largest winner and the cut's prefix differ). The first cache_len candidates' keys
-// stay in shared memory after the first pass, so such rows read the logits once.
+// recent): the cut of its mid largest order keys (radix_select), the winners in position order (compact), their rank
+// order (bucket_ranks, or where its buckets are crowded a stable block radix sort, ties staying in position order),
+// and rank * total_heads + head written to each winner's rank key by atomic min. The sort covers only the bits where
+// the winners' keys can differ (those under the highest bit where the largest winner and the cut's prefix differ).
+// The first cache_len candidates' keys stay in shared memory after the first pass, so such rows read the logits once.
 __global__ void __launch_bounds__(kSelectThreads, 2)
     rank_keys_from_logits_kernel(const float* __restrict__ logits, const int* __restrict__ seq_lens,
                                  int* __restrict__ keys, int64_t stride_lr, int64_t stride_lh, int64_t stride_kt,

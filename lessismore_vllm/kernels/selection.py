@@ -5,7 +5,8 @@ reference.decode_logits):
    a selection layer's decode-only step, sparse_decode.dense_decode_with_logits: the same logits from the pass
    that computes the layer's attention).
 2. Each (row, query head)'s top-`mid` logits and the rank keys. On CUDA, by default, one kernel does all of this step
-   (csrc/rank_keys.cu's rank_keys_from_logits: a radix select, then a stable sort, per (row, head); mid <= 2048).
+   (csrc/rank_keys.cu's rank_keys_from_logits: a radix select, then the rank order by buckets or a stable sort, per
+   (row, head); mid <= 2048).
    With LESSISMORE_SELECTION_TOPK=flashinfer (or where csrc/ does not build): FlashInfer's ragged radix top-k, ties
    to the lower position (_flashinfer_top_k; mid <= FLASHINFER_MAX_TOP_K). Elsewhere (Triton's interpreter on CPU,
    larger budgets) or with LESSISMORE_SELECTION_TOPK=triton: a radix select split across many programs: 4 rounds
