@@ -357,7 +357,8 @@ __global__ void __launch_bounds__(kSelectThreads, 2)
   atomicMax(&sh.top, top);
   PHASE_MARK(4);
 
-  // Rank order: a stable sort of the winners, which are in position order (ties to the lower position).
+  // Rank order (bucket_ranks, else a stable sort) of the winners, which are in position order (ties to the lower
+  // position).
   uint32_t key[kSelectItems];
   int pos[kSelectItems];
 #pragma unroll
