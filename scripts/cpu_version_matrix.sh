@@ -4,9 +4,9 @@
 # per version on top of the system site-packages (torch and this package's editable install come from there; vLLM
 # and what it pins differently come from PyPI into the venv), then the demo and the engine and server tests, as CI
 # runs them on 0.32. Needs the network (PyPI) and ~500 MB per version; ~12 min per version on 2 cores.
-#   bash scripts/cpu_version_matrix.sh ["0.27.0 0.29.0 0.31.0"] [OUT]
+#   bash scripts/cpu_version_matrix.sh ["0.27.0 0.28.0 0.29.0 0.30.0 0.31.0"] [OUT]
 set -u
-VERSIONS=${1:-0.27.0 0.29.0 0.31.0}
+VERSIONS=${1:-0.27.0 0.28.0 0.29.0 0.30.0 0.31.0}
 OUT=${2:-/tmp/lessismore-vllm-versions}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$OUT"

@@ -18,6 +18,8 @@ import torch
 from torch.utils.cpp_extension import load
 
 REPO = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(REPO / "docs/perf-runs/2026-12-07-s17"))
+from rank_phases import order_keys  # noqa: E402  (the kernel's order key, as int64)
 HQ, BUDGET, SINKS, RECENT, MID = 32, 2048, 4, 508, 1536
 PHASES = ["pass1", "pass2", "pass3", "compact", "to_regs", "rank", "scatter"]
 
@@ -41,8 +43,7 @@ def main():
     for B, L in shapes:
         for kind in ("randn", "spread"):
             x = logits(kind, B, L, gen)
-            keys_of = x.view(torch.int32).to(torch.int64) & 0xFFFFFFFF
-            bins = torch.where(keys_of >> 31 == 1, keys_of ^ 0xFFFFFFFF, keys_of ^ 0x80000000) >> 20
+            bins = order_keys(x) >> 20  # the first pass's 12-bit digit
             used = sum(torch.unique(bins[0, h]).numel() for h in range(4)) / 4  # row 0's first four heads
             seq = torch.full((B,), L, device="cuda", dtype=torch.int32)
             keys = torch.empty(B, L, device="cuda", dtype=torch.int32)
