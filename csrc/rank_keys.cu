@@ -21,9 +21,10 @@ constexpr int kThreads = 256;
 // records clock64() at the end of each phase for its first kTimedBlocks blocks (phase_clocks() returns them), to see
 // where a head's ranking spends its time. Phases: 0 start, 1-3 radix passes (a skipped pass repeats the previous
 // time), 4 compaction, 5 winners to registers, 6 sort (bucket_ranks: placement), 7 rank-key scatter (bucket_ranks:
-// the ranks inside buckets and the scatter); slot 8 is 1 where bucket_ranks ranked the winners.
+// the ranks inside buckets and the scatter); slot 8 is 1 where bucket_ranks ranked the winners (2: of the kept
+// candidates, rank_kept); slot 9 is the end of rank_kept's sample and keep pass, whose radix passes then follow it.
 #ifdef LESSISMORE_PHASE_CLOCKS
-constexpr int kTimedBlocks = 4096, kPhases = 9;
+constexpr int kTimedBlocks = 4096, kPhases = 10;
 __device__ long long g_phase_clocks[kTimedBlocks][kPhases];
 #define PHASE_MARK(i)                                                                \
   do {                                                                               \
@@ -90,12 +91,14 @@ constexpr int kSelectItems = 4;                        // sort capacity 512 x 4 
 constexpr int kSelectBins = 4096;                      // 12-bit digits
 constexpr int kSelectCache = 16384;                    // cached keys (64 KB: two blocks fit an H100 SM)
 constexpr int kSelectCacheAlone = 45056;               // with at most one block per SM: 176 KB
-constexpr int kCompactItems = 8;                       // candidates per thread per compaction chunk
 constexpr int kBucketBits = 10;                        // bucket_ranks: 1024 buckets of the winners' keys
 constexpr int kBuckets = 1 << kBucketBits;
 constexpr int kBucketMaxMid = 1536;                    // bucket_ranks' placed winners share the histogram's memory
 constexpr int kBucketLimit = 48;                       // default: the most winners a bucket may hold (else sort)
 static_assert(kBuckets + 2 * kBucketMaxMid <= kSelectBins && kBuckets % kSelectThreads == 0);
+constexpr int kSample = 2048;                          // rank_kept: candidates sampled for the keep threshold
+constexpr int kKeepMax = 8192;                         // rank_kept: the most candidates kept (keys + positions: 64 KB)
+static_assert(kSample % kSelectThreads == 0);
 
 struct Threshold {  // of the keys left in the running: which bin holds the k-th largest, and how many are above it
   int bin, above, count;
@@ -143,6 +146,8 @@ struct SelectShared {
   } data;
   Threshold found;
   uint32_t top;  // the largest winning key
+  int placed;    // compact_whole's winners so far
+  int warp_greater[kSelectThreads / 32], warp_equal[kSelectThreads / 32];  // compact's per-warp counts
 };
 
 // The bin holding the k-th largest key of the histogram (bins ascending in key order), the count above it and in it.
@@ -183,6 +188,7 @@ __device__ Threshold radix_pass(SelectShared& sh, Load load, uint32_t* cache, in
 struct Cut {  // the k largest keys: every key whose bits under mask are above prefix, and the first `take` equal to it
   uint32_t mask, prefix;
   int take;
+  bool whole;  // every key equal to prefix is taken: the cut does not depend on positions
 };
 
 // The cut of the k largest of n 32-bit keys, in passes over the top 12 bits, the next 12 among keys sharing them
@@ -191,7 +197,7 @@ template <typename Load>
 __device__ Cut radix_select(SelectShared& sh, Load load, uint32_t* cache, int cache_len, int n, int k) {
   Threshold t = radix_pass<kSelectBins, true>(sh, load, cache, cache_len, n, 0u, 0u, 20, k);
   PHASE_MARK(1);
-  Cut cut{0xFFF00000u, uint32_t(t.bin) << 20, k - t.above};
+  Cut cut{0xFFF00000u, uint32_t(t.bin) << 20, k - t.above, true};
   if (t.count == cut.take) {
     PHASE_MARK(2);
     PHASE_MARK(3);
@@ -199,59 +205,94 @@ __device__ Cut radix_select(SelectShared& sh, Load load, uint32_t* cache, int ca
   }
   t = radix_pass<kSelectBins, false>(sh, load, cache, cache_len, n, cut.mask, cut.prefix, 8, cut.take);
   PHASE_MARK(2);
-  cut = Cut{0xFFFFFF00u, cut.prefix | uint32_t(t.bin) << 8, cut.take - t.above};
+  cut = Cut{0xFFFFFF00u, cut.prefix | uint32_t(t.bin) << 8, cut.take - t.above, true};
   if (t.count == cut.take) {
     PHASE_MARK(3);
     return cut;
   }
   t = radix_pass<256, false>(sh, load, cache, cache_len, n, cut.mask, cut.prefix, 0, cut.take);
   PHASE_MARK(3);
-  return Cut{~0u, cut.prefix | uint32_t(t.bin), cut.take - t.above};
+  return Cut{~0u, cut.prefix | uint32_t(t.bin), cut.take - t.above, t.count == cut.take - t.above};
 }
 
 // The cut's keys in position order: emit(place, i, key) for each, place = its index among them. Every key above the
-// threshold, and of those equal to it the lowest positions (the oracle's stable sort). Chunk by chunk, each thread's
-// kCompactItems consecutive candidates, placed by a block scan.
+// threshold, and of those equal to it the lowest positions (the oracle's stable sort). Each warp owns a contiguous
+// run of the candidates: a first pass counts its keys above and at the threshold (warp ballots), the warps' counts
+// are summed in order (one barrier), and a second pass places each key by its warp's offset plus the ballots of the
+// lanes before it. No block-wide scan per chunk.
 template <typename Load, typename Emit>
 __device__ void compact(SelectShared& sh, Load load, const uint32_t* cache, int cache_len, int n, Cut cut,
                         Emit emit) {
-  int greater_base = 0, equal_base = 0;
-  for (int c = 0; c < n; c += kSelectThreads * kCompactItems) {
-    const int first = c + threadIdx.x * kCompactItems;
-    uint32_t k8[kCompactItems];
-    if (first + kCompactItems <= min(n, cache_len)) {  // two 16-byte loads from the cache
-      const uint4* at = reinterpret_cast<const uint4*>(cache + first);
-      const uint4 a = at[0], b = at[1];
-      k8[0] = a.x, k8[1] = a.y, k8[2] = a.z, k8[3] = a.w, k8[4] = b.x, k8[5] = b.y, k8[6] = b.z, k8[7] = b.w;
-    } else {
-#pragma unroll
-      for (int j = 0; j < kCompactItems; ++j) {
-        const int i = first + j;
-        k8[j] = i >= n ? 0u : (i < cache_len ? cache[i] : load(i));
-      }
-    }
-    int mine = 0;
-#pragma unroll
-    for (int j = 0; j < kCompactItems; ++j) {
-      const uint32_t m = k8[j] & cut.mask;
-      if (first + j < n) mine += m > cut.prefix ? 1 : (m == cut.prefix ? 1 << 16 : 0);
-    }
-    int before, chunk;
-    SelectScan(sh.cub.scan).ExclusiveSum(mine, before, chunk);
-    int greater = greater_base + (before & 0xFFFF), equal = equal_base + (before >> 16);
-#pragma unroll
-    for (int j = 0; j < kCompactItems; ++j) {
-      if (first + j >= n) break;
-      const uint32_t m = k8[j] & cut.mask;
-      if (m > cut.prefix || (m == cut.prefix && equal < cut.take)) {
-        emit(greater + min(equal, cut.take), first + j, k8[j]);
-      }
-      greater += m > cut.prefix;
-      equal += m == cut.prefix;
-    }
-    greater_base += chunk & 0xFFFF, equal_base += chunk >> 16;
-    __syncthreads();  // the scan storage is reused by the next chunk
+  constexpr int kWarps = kSelectThreads / 32;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const unsigned before_me = (1u << lane) - 1;
+  const int run = ((n + kWarps - 1) / kWarps + 31) / 32 * 32;  // a multiple of 32: whole ballots
+  const int lo = min(n, warp * run), hi = min(n, lo + run);
+  int greater = 0, equal = 0;
+#pragma unroll 4
+  for (int base = lo; base < hi; base += 32) {  // warp-uniform trip count: every lane takes part in the ballots
+    const int i = base + lane;
+    const uint32_t m = i < hi ? (i < cache_len ? cache[i] : load(i)) & cut.mask : 0u;
+    greater += __popc(__ballot_sync(~0u, i < hi && m > cut.prefix));
+    equal += __popc(__ballot_sync(~0u, i < hi && m == cut.prefix));
   }
+  if (lane == 0) {
+    sh.warp_greater[warp] = greater;
+    sh.warp_equal[warp] = equal;
+  }
+  __syncthreads();
+  greater = equal = 0;
+  for (int w = 0; w < warp; ++w) {
+    greater += sh.warp_greater[w];
+    equal += sh.warp_equal[w];
+  }
+  for (int base = lo; base < hi; base += 32) {
+    const int i = base + lane;
+    const uint32_t key = i < hi ? (i < cache_len ? cache[i] : load(i)) : 0u;
+    const uint32_t m = key & cut.mask;
+    const bool above = i < hi && m > cut.prefix, at = i < hi && m == cut.prefix;
+    const unsigned above_lanes = __ballot_sync(~0u, above), at_lanes = __ballot_sync(~0u, at);
+    const int g = greater + __popc(above_lanes & before_me), e = equal + __popc(at_lanes & before_me);
+    if (above || (at && e < cut.take)) emit(g + min(e, cut.take), i, key);
+    greater += __popc(above_lanes);
+    equal += __popc(at_lanes);
+  }
+  __syncthreads();
+}
+
+// The cut's keys in no particular order, for a cut taken whole (every key at or above it wins, whatever its
+// position): emit(place, i, key) for each, places 0..count-1 (count: sh.placed after the call). One pass: each warp
+// appends its winners of CHUNKS chunks of 32 candidates with one shared-memory atomic (more chunks: more loads in
+// flight, for a pass over global memory). bucket_ranks does not need position order; the sort does (compact).
+template <int CHUNKS, typename Load, typename Emit>
+__device__ void compact_whole(SelectShared& sh, Load load, const uint32_t* cache, int cache_len, int n, Cut cut,
+                              Emit emit) {
+  constexpr int kChunks = CHUNKS;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const unsigned before_me = (1u << lane) - 1;
+  if (threadIdx.x == 0) sh.placed = 0;
+  __syncthreads();
+  for (int base = warp * 32 * kChunks; base < n; base += kSelectThreads * kChunks) {  // warp-uniform
+    uint32_t key[kChunks];
+    unsigned wins[kChunks];
+    int count = 0;
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) {
+      const int i = base + c * 32 + lane;
+      key[c] = i < n ? (i < cache_len ? cache[i] : load(i)) : 0u;
+      wins[c] = __ballot_sync(~0u, i < n && (key[c] & cut.mask) >= cut.prefix);
+      count += __popc(wins[c]);
+    }
+    int at = 0;
+    if (lane == 0 && count > 0) at = atomicAdd(&sh.placed, count);
+    at = __shfl_sync(~0u, at, 0);
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) {
+      if (wins[c] >> lane & 1u) emit(at + __popc(wins[c] & before_me), base + c * 32 + lane, key[c]);
+      at += __popc(wins[c]);
+    }
+  }
+  __syncthreads();
 }
 
 // Rank order without a full sort, for the winners' sort keys (~order key: ascending = rank order), all in [first,
@@ -324,17 +365,92 @@ __device__ bool bucket_ranks(SelectShared& sh, const uint32_t (&key)[kSelectItem
   return true;
 }
 
+// The winners (sh.data.winners, mid of them) into registers, blocked as the stable sort needs; padding sorts last.
+__device__ __forceinline__ void winners_to_registers(SelectShared& sh, int mid, uint32_t (&key)[kSelectItems],
+                                                     int (&pos)[kSelectItems]) {
+#pragma unroll
+  for (int i = 0; i < kSelectItems; ++i) {
+    const int idx = threadIdx.x * kSelectItems + i;
+    key[i] = idx < mid ? sh.data.winners.key[idx] : 0xFFFFFFFFu;
+    pos[i] = idx < mid ? sh.data.winners.pos[idx] : -1;
+  }
+  __syncthreads();
+}
+
+// The 12-bit bin (top key bits) at or above which the candidates' keys are kept: the bin of the r-th largest of
+// kSample evenly spaced candidates, r = m + 3 sqrt(m) + 4 where m = mid * kSample / n is the number of winners the
+// sample should hold. Keys in that bin or above then number at least mid with high probability; the caller checks.
+template <typename Load>
+__device__ uint32_t keep_bin(SelectShared& sh, Load load, int n, int mid) {
+  constexpr int kPer = kSample / kSelectThreads;
+  uint32_t key[kPer];
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) {
+    key[j] = load(static_cast<int>(static_cast<int64_t>(threadIdx.x + j * kSelectThreads) * n / kSample));
+  }
+  for (int b = threadIdx.x; b < kSelectBins; b += kSelectThreads) sh.data.hist[b] = 0;
+  __syncthreads();
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) atomicAdd(&sh.data.hist[key[j] >> 20], 1);
+  __syncthreads();
+  const float m = static_cast<float>(mid) * kSample / n;
+  const int r = min(kSample, static_cast<int>(ceilf(m + 3.0f * sqrtf(m))) + 4);
+  return static_cast<uint32_t>(find_threshold<kSelectBins>(sh, r).bin);
+}
+
+// A head's ranking over a kept subset of its candidates, for long rows (n >= 4 mid): one pass over the logits keeps
+// the keys at or above keep_bin's bin with their positions (cache: kept keys, then positions; at most keep_max),
+// and the radix select, compaction and bucket ranks then run over those few thousand keys in shared memory instead
+// of every candidate. The histogram passes' shared-memory atomics over all n keys were the first pass's cost.
+// Returns false, having written no rank key, where the ordered path must run: fewer than mid keys kept (the sample
+// misjudged), more than keep_max, ties at the cut (the lowest positions win: position order), or crowded buckets.
+// Expects sh.top == 0; uniform per block.
+template <typename Load>
+__device__ bool rank_kept(SelectShared& sh, Load logit_key, uint32_t* cache, int keep_max, int n, int mid, int sinks,
+                          int bucket_limit, int* row_keys, int total_heads, int key_base) {
+  uint32_t* const kept_key = cache;
+  int* const kept_pos = reinterpret_cast<int*>(cache + keep_max);
+  const Cut keep{0xFFF00000u, keep_bin(sh, logit_key, n, mid) << 20, 0, true};
+  compact_whole<8>(sh, logit_key, cache, 0, n, keep, [&](int at, int i, uint32_t key) {
+    if (at < keep_max) {
+      kept_key[at] = key;
+      kept_pos[at] = i;
+    }
+  });
+  const int kept = sh.placed;
+  PHASE_MARK(9);
+  if (kept < mid || kept > keep_max) return false;
+  const auto kept_load = [kept_key](int i) { return kept_key[i]; };
+  const Cut cut = radix_select(sh, kept_load, kept_key, kept, kept, mid);
+  if (!cut.whole) return false;
+  uint32_t top = 0;
+  compact_whole<4>(sh, kept_load, kept_key, kept, kept, cut, [&](int at, int i, uint32_t key) {
+    sh.data.winners.key[at] = ~key;  // ascending = logit descending
+    sh.data.winners.pos[at] = sinks + kept_pos[i];
+    top = max(top, key);
+  });
+  atomicMax(&sh.top, top);
+  PHASE_MARK(4);
+  uint32_t key[kSelectItems];
+  int pos[kSelectItems];
+  winners_to_registers(sh, mid, key, pos);
+  PHASE_MARK(5);
+  return bucket_ranks(sh, key, pos, mid, ~sh.top, ~cut.prefix, bucket_limit, row_keys, total_heads, key_base);
+}
+
 // One block per (row, query head) over the head's candidates logits[lo, lo + n) (lo = sinks, n = L - sinks -
-// recent): the cut of its mid largest order keys (radix_select), the winners in position order (compact), their rank
-// order (bucket_ranks, or where its buckets are crowded a stable block radix sort, ties staying in position order),
-// and rank * total_heads + head written to each winner's rank key by atomic min. The sort covers only the bits where
-// the winners' keys can differ (those under the highest bit where the largest winner and the cut's prefix differ).
-// The first cache_len candidates' keys stay in shared memory after the first pass, so such rows read the logits once.
+// recent). Long rows first try rank_kept (a sampled threshold keeps a few thousand candidates; the steps below run
+// over those). Otherwise, or where that cannot rank: the cut of its mid largest order keys (radix_select), the winners
+// (compact_whole where the cut is taken whole, else in position order: compact), their rank order (bucket_ranks, or
+// where its buckets are crowded a stable block radix sort, ties staying in position order), and rank * total_heads +
+// head written to each winner's rank key by atomic min. The sort covers only the bits where the winners' keys can
+// differ (those under the highest bit where the largest winner and the cut's prefix differ). The first cache_len
+// candidates' keys stay in shared memory after the first pass, so such rows read the logits once.
 __global__ void __launch_bounds__(kSelectThreads, 2)
     rank_keys_from_logits_kernel(const float* __restrict__ logits, const int* __restrict__ seq_lens,
                                  int* __restrict__ keys, int64_t stride_lr, int64_t stride_lh, int64_t stride_kt,
                                  int mid, int budget, int sinks, int recent, int total_heads, int head_offset,
-                                 int cache_len, int bucket_limit) {
+                                 int cache_len, int bucket_limit, int keep_max) {
   extern __shared__ __align__(16) uint32_t cache[];
   __shared__ SelectShared sh;
   const int row = blockIdx.x, head = blockIdx.y;
@@ -347,33 +463,45 @@ __global__ void __launch_bounds__(kSelectThreads, 2)
   PHASE_MARK(0);
   PHASE_VALUE(8, 0);
 
+  int* const row_keys = keys + row * stride_kt;
+  const int key_base = head_offset + head;
+  if (keep_max >= 2 * mid && n >= 4 * mid && mid <= kBucketMaxMid && bucket_limit > 0) {
+    if (rank_kept(sh, logit_key, cache, keep_max, n, mid, sinks, bucket_limit, row_keys, total_heads, key_base)) {
+      PHASE_VALUE(8, 2);
+      return;
+    }
+    if (threadIdx.x == 0) sh.top = 0;  // every thread has read it (bucket_ranks' barrier) or it was never set
+  }
+
   const Cut cut = radix_select(sh, logit_key, cache, cache_len, n, mid);
   uint32_t top = 0;
-  compact(sh, logit_key, cache, cache_len, n, cut, [&](int at, int i, uint32_t key) {
+  const auto winner = [&](int at, int i, uint32_t key) {
     sh.data.winners.key[at] = ~key;  // ascending sort = logit descending
     sh.data.winners.pos[at] = sinks + i;
     top = max(top, key);
-  });
+  };
+  // A cut taken whole (the usual case) needs no position order unless the sort below runs.
+  const bool whole = cut.whole && mid <= kBucketMaxMid && bucket_limit > 0;
+  if (whole) {
+    compact_whole<4>(sh, logit_key, cache, cache_len, n, cut, winner);
+  } else {
+    compact(sh, logit_key, cache, cache_len, n, cut, winner);
+  }
   atomicMax(&sh.top, top);
   PHASE_MARK(4);
 
-  // Rank order (bucket_ranks, else a stable sort) of the winners, which are in position order (ties to the lower
-  // position).
+  // Rank order (bucket_ranks, else a stable sort) of the winners.
   uint32_t key[kSelectItems];
   int pos[kSelectItems];
-#pragma unroll
-  for (int i = 0; i < kSelectItems; ++i) {
-    const int idx = threadIdx.x * kSelectItems + i;  // blocked arrangement, as the stable sort needs
-    key[i] = idx < mid ? sh.data.winners.key[idx] : 0xFFFFFFFFu;  // padding sorts after every winner (stable)
-    pos[i] = idx < mid ? sh.data.winners.pos[idx] : -1;
-  }
-  __syncthreads();
+  winners_to_registers(sh, mid, key, pos);
   PHASE_MARK(5);
-  int* const row_keys = keys + row * stride_kt;
-  const int key_base = head_offset + head;
   if (mid <= kBucketMaxMid && bucket_ranks(sh, key, pos, mid, ~sh.top, ~cut.prefix, bucket_limit, row_keys,
                                            total_heads, key_base)) {
     return;
+  }
+  if (whole) {  // crowded buckets: the stable sort needs the winners in position order (ties to the lower position)
+    compact(sh, logit_key, cache, cache_len, n, cut, winner);
+    winners_to_registers(sh, mid, key, pos);
   }
   // Every winner lies in [cut.prefix, top], so the bits above the highest one where those two differ are shared.
   const int end_bit = max(1, 32 - __clz(sh.top ^ cut.prefix));
@@ -434,9 +562,10 @@ int most_cached_keys() {
 }  // namespace
 
 // bucket_limit: bucket_ranks ranks a head's winners when no bucket holds more (0: always the CUB sort; for A/B runs).
+// keep: long rows rank a kept subset of their candidates (rank_kept) where the cache can hold it (false: never; A/B).
 void rank_keys_from_logits(torch::Tensor logits, torch::Tensor seq_lens, torch::Tensor keys, int64_t mid,
                            int64_t budget, int64_t sinks, int64_t recent, int64_t total_heads, int64_t head_offset,
-                           int64_t bucket_limit) {
+                           int64_t bucket_limit, bool keep) {
   TORCH_CHECK(logits.dtype() == torch::kFloat32 && keys.dtype() == torch::kInt32 && seq_lens.dtype() == torch::kInt32,
               "rank_keys_from_logits: fp32 logits, int32 seq_lens and keys");
   TORCH_CHECK(logits.dim() == 3 && logits.stride(2) == 1 && keys.stride(1) == 1);
@@ -458,7 +587,7 @@ void rank_keys_from_logits(torch::Tensor logits, torch::Tensor seq_lens, torch::
   rank_keys_from_logits_kernel<<<grid, kSelectThreads, smem, at::cuda::getCurrentCUDAStream()>>>(
       logits.data_ptr<float>(), seq_lens.data_ptr<int>(), keys.data_ptr<int>(), logits.stride(0), logits.stride(1),
       keys.stride(0), mid, budget, sinks, recent, total_heads, head_offset, cache_len,
-      static_cast<int>(std::min<int64_t>(bucket_limit, kBucketMaxMid)));
+      static_cast<int>(std::min<int64_t>(bucket_limit, kBucketMaxMid)), keep ? std::min(cache_len / 2, kKeepMax) : 0);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -478,5 +607,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rank_keys_from_logits", &rank_keys_from_logits, "LessIsMore per-head top-k and rank keys (CUDA)",
         pybind11::arg("logits"), pybind11::arg("seq_lens"), pybind11::arg("keys"), pybind11::arg("mid"),
         pybind11::arg("budget"), pybind11::arg("sinks"), pybind11::arg("recent"), pybind11::arg("total_heads"),
-        pybind11::arg("head_offset"), pybind11::arg("bucket_limit") = kBucketLimit);
+        pybind11::arg("head_offset"), pybind11::arg("bucket_limit") = kBucketLimit, pybind11::arg("keep") = true);
 }

@@ -107,7 +107,8 @@ def rank_keys_launcher():
 
 def rank_from_logits_launcher():
     """csrc/rank_keys.cu's rank_keys_from_logits(logits, seq_lens, keys, mid, budget, sinks, recent, total_heads,
-    head_offset): each head's top-mid and the rank keys in one kernel; None where the module is not used."""
+    head_offset, bucket_limit=48, keep=True): each head's top-mid and the rank keys in one kernel (bucket_limit and
+    keep choose the kernel's ways for A/B runs; the defaults are the product's); None where the module is not used."""
     module = _rank_module()
     return None if module is None else module.rank_keys_from_logits
 

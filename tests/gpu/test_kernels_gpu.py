@@ -140,6 +140,45 @@ def test_rank_keys_from_logits_bucket_and_sort_agree(outlier):
     assert torch.equal(got[0], got[48]) and torch.equal(got[0], got[2048])
 
 
+@pytest.mark.parametrize("pattern", ["randn", "rising", "sampled_high", "heavy_tail", "few_values"])
+def test_rank_keys_from_logits_kept_and_full_agree(pattern):
+    """Long rows rank a kept subset of their candidates (rank_kept: an even sample sets the bin at or above which
+    keys are kept). Against the oracle and the full path (keep=False), where the sample is fair (randn), where the
+    logits follow positions (rising), where the sampled positions hold the largest logits so the sample misjudges
+    and too few keys are kept (sampled_high: every 8th candidate of 16384), where outliers widen the kept keys'
+    span (heavy_tail), and where a few distinct values put ties at the cut (few_values)."""
+    from lessismore_vllm.kernels import cuda_ext
+    from lessismore_vllm.selection import BudgetSplit, rank_keys
+
+    launcher = cuda_ext.rank_from_logits_launcher()
+    if launcher is None:
+        pytest.skip("csrc/rank_keys.cu did not build here (see the warning)")
+    split = BudgetSplit(2048, 1536, 4, 508)
+    seq_lens = [16384 + 4 + 508, 30000, 7000, 2049]  # the first row has exactly 16384 candidates
+    g = torch.Generator().manual_seed(7)
+    width = max(seq_lens)
+    logits = torch.randn(len(seq_lens), 32, width, generator=g)
+    if pattern == "rising":
+        logits += torch.linspace(0, 6, width)
+    elif pattern == "sampled_high":
+        logits[:, :, split.sinks::8] += 8.0
+    elif pattern == "heavy_tail":
+        torch.manual_seed(7)
+        logits = torch.distributions.StudentT(1.5).sample(logits.shape)
+    elif pattern == "few_values":
+        logits = torch.randint(0, 12, logits.shape, generator=g).float()
+    lens = torch.tensor(seq_lens, dtype=torch.int32, device="cuda")
+    got = {}
+    for keep in (True, False):
+        keys = torch.full((len(seq_lens), width), torch.iinfo(torch.int32).max, dtype=torch.int32, device="cuda")
+        launcher(logits.cuda(), lens, keys, 1536, 2048, 4, 508, 32, 0, keep=keep)
+        got[keep] = keys.cpu().long()
+    want = torch.full((len(seq_lens), width), torch.iinfo(torch.int32).max, dtype=torch.int64)
+    for r, L in enumerate(seq_lens):
+        want[r, :L] = rank_keys(logits[r, :, :L], split)
+    assert torch.equal(got[True], want) and torch.equal(got[False], want)
+
+
 def test_rank_keys_from_logits_all_equal():
     """Every logit equal: one histogram bin holds every candidate in every pass, and the ranks follow positions."""
     from lessismore_vllm.kernels import cuda_ext

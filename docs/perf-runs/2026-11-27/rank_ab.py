@@ -18,7 +18,7 @@ from lessismore_vllm.kernels import selection as S  # noqa: E402
 from lessismore_vllm.kernels.sparse_decode import dense_decode_with_logits  # noqa: E402
 from lessismore_vllm.selection import budget_split  # noqa: E402
 
-LAYERS, BUDGET = 4, 2048
+LAYERS, BUDGET = 4, int(__import__("os").environ.get("RANK_AB_BUDGET", 2048))  # budget: env RANK_AB_BUDGET
 names = sys.argv[1].split(",") if len(sys.argv) > 1 and sys.argv[1] else []
 
 

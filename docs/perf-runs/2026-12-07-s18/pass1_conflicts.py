@@ -49,7 +49,10 @@ def main():
             keys = torch.empty(B, L, device="cuda", dtype=torch.int32)
             for _ in range(5):
                 keys.fill_(2**31 - 1)
-                timed.rank_keys_from_logits(x, seq, keys, MID, BUDGET, SINKS, RECENT, HQ, 0)
+                try:  # the full path's first pass: with rank_kept (2026-12-07-s19) in the tree, turn it off
+                    timed.rank_keys_from_logits(x, seq, keys, MID, BUDGET, SINKS, RECENT, HQ, 0, keep=False)
+                except TypeError:
+                    timed.rank_keys_from_logits(x, seq, keys, MID, BUDGET, SINKS, RECENT, HQ, 0)
             torch.cuda.synchronize()
             clocks = timed.phase_clocks()[: B * HQ].to(torch.float64)
             d = (clocks[:, 1:8] - clocks[:, :7]) / mhz
